@@ -1,0 +1,39 @@
+# Two entry points: `make serve` (demo broker) and `make test` (the whole suite). Each builds .venv itself.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP_RUN := $(VENV)/.installed-run
+STAMP_DEV := $(VENV)/.installed-dev
+
+.PHONY: serve test lint typecheck unit bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP_RUN): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(STAMP_DEV): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(STAMP_RUN)
+
+serve: $(STAMP_RUN)
+	MESH_DEMO=on MESH_DATA_DIR=./.mesh-data $(BIN)/mesh-broker serve --host 127.0.0.1 --port 8700
+
+lint: $(STAMP_DEV)
+	$(BIN)/ruff check broker tests benchmarks
+	$(BIN)/ruff format --check broker tests benchmarks
+
+typecheck: $(STAMP_DEV)
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP_DEV)
+	$(BIN)/python benchmarks/latency.py
+
+clean:
+	rm -rf $(VENV) .mesh-data .pytest_cache .mypy_cache .ruff_cache
