@@ -1,0 +1,1 @@
+"""mesh-broker: an open, MESH-compatible message exchange."""

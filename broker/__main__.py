@@ -1,0 +1,276 @@
+"""The `mesh-broker` command: serve, mailbox and workflow administration, sandbox imports.
+
+The only place that picks uvloop. Every command opens the store that the same settings select for `serve`,
+so administration works beside a running broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from broker import logs, tls
+from broker.app import create_app
+from broker.models import Mailbox, Workflow
+from broker.services.directory import Directory, SandboxFileError
+from broker.settings import DEMO_SHARED_KEY, Settings, SettingsError
+from broker.store.sqlite import SqliteStore
+
+log = logging.getLogger("broker")
+
+
+def _on_off(value: str) -> bool:
+    lowered = value.lower()
+    if lowered not in ("on", "off"):
+        raise argparse.ArgumentTypeError("expected on or off")
+    return lowered == "on"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mesh-broker", description="A MESH-compatible message exchange.")
+    parser.add_argument("--data-dir", type=Path, help="where data lives (MESH_DATA_DIR)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run a broker node")
+    serve.add_argument("--host", help="MESH_HOST")
+    serve.add_argument("--port", type=int, help="MESH_PORT")
+    serve.add_argument("--shared-key", help="MESH_SHARED_KEY")
+    serve.add_argument("--tls-cert", type=Path, help="MESH_TLS_CERT")
+    serve.add_argument("--tls-key", type=Path, help="MESH_TLS_KEY")
+    serve.add_argument("--tls-client-ca", type=Path, help="MESH_TLS_CLIENT_CA")
+    serve.add_argument("--tls-client-cert", choices=("off", "optional", "required"), help="MESH_TLS_CLIENT_CERT")
+    serve.add_argument("--demo", type=_on_off, metavar="on|off", help="MESH_DEMO")
+    serve.add_argument("--sandbox-admin", type=_on_off, metavar="on|off", help="MESH_SANDBOX_ADMIN")
+    serve.set_defaults(run=_serve)
+
+    mailbox = commands.add_parser("mailbox", help="manage mailboxes").add_subparsers(dest="action", required=True)
+    add = mailbox.add_parser("add", help="create or replace a mailbox")
+    add.add_argument("mailbox_id")
+    add.add_argument("--password", help="prompted for when left out")
+    add.add_argument("--name", default="")
+    add.add_argument("--ods-code", default="")
+    add.add_argument("--org-code", default="")
+    add.add_argument("--org-name", default="")
+    add.add_argument("--billing-entity", default="")
+    add.set_defaults(run=_mailbox_add)
+    mailbox.add_parser("list", help="list mailboxes").set_defaults(run=_mailbox_list)
+    passwd = mailbox.add_parser("passwd", help="change a mailbox password")
+    passwd.add_argument("mailbox_id")
+    passwd.add_argument("--password", help="prompted for when left out")
+    passwd.set_defaults(run=_mailbox_passwd)
+    for verb, active in (("deactivate", False), ("activate", True)):
+        toggle = mailbox.add_parser(verb, help=f"{verb} a mailbox")
+        toggle.add_argument("mailbox_id")
+        toggle.set_defaults(run=_mailbox_toggle, active=active)
+
+    workflow = commands.add_parser("workflow", help="manage workflows").add_subparsers(dest="action", required=True)
+    wf_add = workflow.add_parser("add", help="create or replace a workflow")
+    wf_add.add_argument("workflow_id")
+    wf_add.add_argument("--restricted", action="store_true", help="only listed senders and receivers may use it")
+    wf_add.add_argument("--sender", action="append", default=[], metavar="MAILBOX")
+    wf_add.add_argument("--receiver", action="append", default=[], metavar="MAILBOX")
+    wf_add.set_defaults(run=_workflow_add)
+    workflow.add_parser("list", help="list workflows").set_defaults(run=_workflow_list)
+
+    sandbox = commands.add_parser("import-sandbox", help="import mesh-sandbox mailboxes.jsonl [workflows.jsonl]")
+    sandbox.add_argument("mailboxes", type=Path)
+    sandbox.add_argument("workflows", type=Path, nargs="?")
+    sandbox.add_argument("--restricted", action="store_true", help="mark imported workflows as restricted")
+    sandbox.set_defaults(run=_import_sandbox)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logs.configure()
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.run(args)
+        return result
+    except SettingsError as exc:
+        print(f"mesh-broker: {exc}", file=sys.stderr)
+        return 2
+    except (LookupError, ValueError, SandboxFileError, OSError) as exc:
+        print(f"mesh-broker: {exc}", file=sys.stderr)
+        return 1
+
+
+# serve ----------------------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(
+        data_dir=args.data_dir,
+        host=args.host,
+        port=args.port,
+        shared_key=args.shared_key,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        tls_client_cert=args.tls_client_cert,
+        demo=args.demo,
+        sandbox_admin=args.sandbox_admin,
+    )
+    app = create_app(settings)
+    ssl_context = tls.server_context(settings)
+    scheme = "https" if ssl_context else "http"
+    url = f"{scheme}://{settings.host}:{settings.port}"
+
+    async def announce(_app: web.Application) -> None:
+        log.info(
+            "broker listening",
+            extra={"action": "serve_started", "url": url, "data_dir": str(settings.data_dir)},
+        )
+        if settings.demo:
+            print(demo_banner(url, settings), flush=True)
+
+    app.on_startup.append(announce)
+    _install_uvloop()
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ssl_context=ssl_context,
+        access_log=None,
+        print=None,
+        handle_signals=True,
+    )
+    return 0
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a runtime dependency; stay up without it
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def demo_banner(url: str, settings: Settings) -> str:
+    key = settings.shared_key or DEMO_SHARED_KEY
+    rule = "!" * 78
+    return f"""
+{rule}
+  DEMO MODE: mailboxes X26ABC1, X26ABC2, X26ABC3 with password 'password' and shared key '{key}'.
+  These are public demo credentials. Never run demo mode where real data can reach it.
+{rule}
+
+Broker: {url}   data: {settings.data_dir}
+
+Send and receive a message with the official client (from this checkout, in another terminal):
+
+.venv/bin/pip install --quiet 'mesh-client>=5,<6'
+.venv/bin/python - <<'PY'
+from mesh_client import MeshClient
+with MeshClient("{url}", "X26ABC1", "password", shared_key=b"{key}") as alice, \\
+     MeshClient("{url}", "X26ABC2", "password", shared_key=b"{key}") as bob:
+    alice.handshake()
+    sent = alice.send_message("X26ABC2", b"Hello from X26ABC1", workflow_id="TEST_WORKFLOW", subject="demo")
+    for message in bob.iterate_messages():
+        with message:  # acknowledged when the block ends without an error
+            print(message.message_id, message.sender, message.read())
+    print("tracking:", alice.track_message(sent)["status"])
+PY
+"""
+
+
+# administration -------------------------------------------------------------------------------------------
+
+
+def _with_directory(args: argparse.Namespace, work: Callable[[Directory], Awaitable[Any]]) -> Any:
+    settings = Settings.from_env(data_dir=args.data_dir)
+
+    async def run() -> Any:
+        store = SqliteStore(settings.database_path)
+        await store.open()
+        try:
+            return await work(Directory(store))
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _password(given: str | None, mailbox_id: str) -> str:
+    if given:
+        return given
+    if not sys.stdin.isatty():
+        line = sys.stdin.readline().rstrip("\n")
+        if line:
+            return line
+        raise ValueError("no password given: use --password or pipe it on standard input")
+    return getpass.getpass(f"Password for {mailbox_id.upper()}: ")
+
+
+def _mailbox_add(args: argparse.Namespace) -> int:
+    mailbox = Mailbox(
+        mailbox_id=args.mailbox_id,
+        password=_password(args.password, args.mailbox_id),
+        mailbox_name=args.name,
+        ods_code=args.ods_code,
+        org_code=args.org_code,
+        org_name=args.org_name,
+        billing_entity=args.billing_entity,
+    )
+    added = _with_directory(args, lambda d: d.add_mailbox(mailbox))
+    print(f"mailbox {added.mailbox_id} saved")
+    return 0
+
+
+def _mailbox_list(args: argparse.Namespace) -> int:
+    mailboxes = _with_directory(args, lambda d: d.list_mailboxes())
+    print(f"{'MAILBOX':<12} {'ACTIVE':<7} {'ODS':<8} {'ORG':<8} NAME")
+    for m in mailboxes:
+        print(f"{m.mailbox_id:<12} {'yes' if m.active else 'no':<7} {m.ods_code:<8} {m.org_code:<8} {m.mailbox_name}")
+    return 0
+
+
+def _mailbox_passwd(args: argparse.Namespace) -> int:
+    password = _password(args.password, args.mailbox_id)
+    changed = _with_directory(args, lambda d: d.change_password(args.mailbox_id, password))
+    print(f"password of {changed.mailbox_id} changed")
+    return 0
+
+
+def _mailbox_toggle(args: argparse.Namespace) -> int:
+    changed = _with_directory(args, lambda d: d.set_active(args.mailbox_id, args.active))
+    print(f"mailbox {changed.mailbox_id} {'activated' if changed.active else 'deactivated'}")
+    return 0
+
+
+def _workflow_add(args: argparse.Namespace) -> int:
+    workflow = Workflow(args.workflow_id, args.restricted, tuple(args.sender), tuple(args.receiver))
+    added = _with_directory(args, lambda d: d.add_workflow(workflow))
+    kind = "restricted" if added.restricted else "unrestricted"
+    print(f"workflow {added.workflow_id} saved ({kind})")
+    return 0
+
+
+def _workflow_list(args: argparse.Namespace) -> int:
+    workflows = _with_directory(args, lambda d: d.list_workflows())
+    print(f"{'WORKFLOW':<30} {'RESTRICTED':<11} {'SENDERS':<30} RECEIVERS")
+    for w in workflows:
+        restricted = "yes" if w.restricted else "no"
+        print(f"{w.workflow_id:<30} {restricted:<11} {','.join(w.senders) or '-':<30} {','.join(w.receivers) or '-'}")
+    return 0
+
+
+def _import_sandbox(args: argparse.Namespace) -> int:
+    mailbox_lines = args.mailboxes.read_text(encoding="utf-8").splitlines()
+    workflow_lines = args.workflows.read_text(encoding="utf-8").splitlines() if args.workflows else []
+    counts = _with_directory(
+        args, lambda d: d.import_sandbox(mailbox_lines, workflow_lines, restricted=args.restricted)
+    )
+    print(f"imported {counts[0]} mailboxes and {counts[1]} workflows")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

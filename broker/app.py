@@ -1,0 +1,93 @@
+"""The app factory: builds one broker node's Application from Settings, opening and closing its resources."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+from aiohttp import web
+
+from broker import middlewares, routes
+from broker.auth import Authenticator
+from broker.blobs.filesystem import FilesystemBlobStore
+from broker.blobs.protocol import BlobStore
+from broker.keys import (
+    AUTHENTICATOR,
+    BLOBS,
+    DIRECTORY,
+    HOUSEKEEPING,
+    MESSAGING,
+    SANDBOX_ADMIN,
+    SETTINGS,
+    STORE,
+)
+from broker.services.directory import Directory
+from broker.services.housekeeping import Housekeeping
+from broker.services.messaging import Messaging
+from broker.services.sandbox_admin import SandboxAdmin
+from broker.settings import Settings
+from broker.store.protocol import MetadataStore
+from broker.store.sqlite import SqliteStore
+
+HOUSEKEEPING_INTERVAL_SECONDS = 60.0
+
+
+def create_app(
+    settings: Settings, *, store: MetadataStore | None = None, blobs: BlobStore | None = None
+) -> web.Application:
+    """A broker node. Stores passed in are opened and closed by the app all the same."""
+    shared_key = settings.effective_shared_key  # fail now, not on the first request
+    app = web.Application(
+        middlewares=[middlewares.render_errors, middlewares.authenticate],
+        client_max_size=1024 * 1024,
+        # Chunks are stored exactly as sent: a gzip chunk stays gzip, to be served as-is or decoded on download.
+        handler_args={"auto_decompress": False},
+    )
+    app[SETTINGS] = settings
+    app[STORE] = store if store is not None else SqliteStore(settings.database_path)
+    app[BLOBS] = blobs if blobs is not None else FilesystemBlobStore(settings.blob_dir)
+    expiry = timedelta(days=settings.inbox_expiry_days)
+    app[AUTHENTICATOR] = Authenticator(
+        app[STORE],
+        shared_key,
+        clock_skew=timedelta(seconds=settings.auth_clock_skew_seconds),
+        client_cert_mode=settings.tls_client_cert,
+    )
+    app[DIRECTORY] = Directory(app[STORE])
+    app[MESSAGING] = Messaging(
+        app[STORE],
+        app[BLOBS],
+        app[DIRECTORY],
+        max_request_bytes=settings.max_request_bytes,
+        inbox_expiry=expiry,
+    )
+    app[SANDBOX_ADMIN] = SandboxAdmin(app[STORE], app[BLOBS], inbox_expiry=expiry)
+    app[HOUSEKEEPING] = Housekeeping(app[STORE], app[BLOBS])
+    routes.register(app, sandbox_admin=settings.sandbox_admin)
+    app.cleanup_ctx.append(_storage)
+    app.cleanup_ctx.append(_background)
+    return app
+
+
+async def _storage(app: web.Application) -> AsyncIterator[None]:
+    await app[STORE].open()
+    try:
+        await app[BLOBS].open()
+        try:
+            if app[SETTINGS].demo:
+                await app[DIRECTORY].seed_demo()
+            yield
+        finally:
+            await app[BLOBS].close()
+    finally:
+        await app[STORE].close()
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(app[HOUSEKEEPING].run_forever(HOUSEKEEPING_INTERVAL_SECONDS))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

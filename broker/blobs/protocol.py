@@ -1,0 +1,37 @@
+"""The BlobStore Protocol: message bytes stored and streamed by key, never held whole in memory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Protocol
+
+
+class BlobError(Exception):
+    """A backend failure, translated at the blob-store boundary."""
+
+
+class BlobNotFound(BlobError):
+    """No blob is stored under the key."""
+
+
+class BlobStore(Protocol):
+    """Bytes by key. put is atomic and durable: a reader sees the whole blob or nothing."""
+
+    async def open(self) -> None:
+        """Prepare the store (create folders, open client pools)."""
+
+    async def close(self) -> None:
+        """Release resources."""
+
+    async def put(self, key: str, data: AsyncIterable[bytes]) -> int:
+        """Stream data under key and return its size. Durable when it returns. If data raises, nothing is
+        left under key and the exception propagates unchanged. Replaces an existing blob."""
+
+    def get(self, key: str, *, piece_size: int = 256 * 1024) -> AsyncIterator[bytes]:
+        """Stream the blob in pieces of at most piece_size. Raises BlobNotFound on first iteration."""
+
+    async def size(self, key: str) -> int:
+        """The stored size in bytes. Raises BlobNotFound."""
+
+    async def delete(self, key: str) -> None:
+        """Remove the blob; a missing key is not an error."""

@@ -1,0 +1,36 @@
+"""Identifier formats: LIVE-style message IDs and opaque inbox continuation tokens."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+from datetime import datetime
+
+import orjson
+
+from broker.store.protocol import InboxCursor
+from broker.store.rows import from_micros, to_micros
+
+
+def new_message_id(at: datetime) -> str:
+    """`yyyyMMddHHmmssffffff_XXXXXX`: UTC time with microseconds, then 6 random upper-case hex digits."""
+    return f"{at.strftime('%Y%m%d%H%M%S%f')}_{secrets.token_hex(3).upper()}"
+
+
+def encode_cursor(cursor: InboxCursor) -> str:
+    """An opaque, URL-safe token (always > 24 characters) that any node decodes the same way."""
+    raw = orjson.dumps([to_micros(cursor.delivered_at), cursor.message_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(token: str) -> InboxCursor | None:
+    """The cursor in a token from encode_cursor, or None when the text is not one (e.g. a v1 message ID)."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        micros, message_id = orjson.loads(raw)
+    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(micros, int) or not isinstance(message_id, str):
+        return None
+    return InboxCursor(from_micros(micros), message_id)

@@ -1,0 +1,154 @@
+"""The domain: mailboxes, workflows, messages, chunks and events as plain dataclasses, with no I/O."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class Status(enum.StrEnum):
+    """A message's status is its newest event's status (mesh-api.md section 7.1)."""
+
+    UPLOADING = "uploading"
+    ACCEPTED = "accepted"
+    ACKNOWLEDGED = "acknowledged"
+    UNDELIVERABLE = "undeliverable"
+    ERROR = "error"
+
+    @property
+    def titled(self) -> str:
+        """v1 tracking shows statuses title-cased (`Accepted`)."""
+        return self.value.capitalize()
+
+
+#: Statuses whose message sits in the recipient's inbox list and may be downloaded.
+LISTED = frozenset({Status.ACCEPTED})
+#: Statuses from which nothing moves on except by purge.
+TERMINAL = frozenset({Status.ACKNOWLEDGED, Status.UNDELIVERABLE, Status.ERROR})
+
+
+class MessageType(enum.StrEnum):
+    DATA = "DATA"
+    REPORT = "REPORT"
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    mailbox_id: str
+    password: str
+    mailbox_name: str = ""
+    ods_code: str = ""
+    org_code: str = ""
+    org_name: str = ""
+    billing_entity: str = ""
+    active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Workflow:
+    workflow_id: str
+    restricted: bool = False
+    senders: tuple[str, ...] = ()
+    receivers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Party:
+    """A mailbox as a message records it: enough to render tracking without a second lookup."""
+
+    mailbox_id: str
+    mailbox_name: str = ""
+    ods_code: str = ""
+    org_code: str = ""
+    org_name: str = ""
+    billing_entity: str = ""
+
+    @classmethod
+    def of(cls, mailbox: Mailbox) -> Party:
+        return cls(
+            mailbox.mailbox_id,
+            mailbox.mailbox_name,
+            mailbox.ods_code,
+            mailbox.org_code,
+            mailbox.org_name,
+            mailbox.billing_entity,
+        )
+
+
+#: The sender of reports (NDRs): the central system mailbox, which has an empty ID.
+CENTRAL_SYSTEM = Party("", "Central System Mailbox", "X26", "X26", "NHS England", "")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    status: Status
+    timestamp: datetime
+    event: str = ""
+    code: str = ""
+    description: str = ""
+    linked_message_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageMeta:
+    """What the sender says about a message on chunk 1; copied onto every download."""
+
+    subject: str = ""
+    local_id: str = ""
+    partner_id: str = ""
+    file_name: str = ""
+    content_type: str = ""
+    checksum: str = ""
+    encrypted: bool = False
+    compressed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    message_id: str
+    message_type: MessageType
+    sender: Party
+    recipient: Party
+    workflow_id: str
+    total_chunks: int
+    content_encoding: str
+    meta: MessageMeta
+    status: Status
+    created_at: datetime
+    file_size: int = 0
+    delivered_at: datetime | None = None
+    expires_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    status_at: datetime | None = None
+    linked_message_id: str = ""
+    events: tuple[Event, ...] = field(default=())
+
+    @property
+    def error_event(self) -> Event | None:
+        for event in reversed(self.events):
+            if event.status in (Status.ERROR, Status.UNDELIVERABLE) or (event.code and event.code != "00"):
+                return event
+        return None
+
+    @property
+    def accepted_event(self) -> Event | None:
+        for event in reversed(self.events):
+            if event.status is Status.ACCEPTED:
+                return event
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    message_id: str
+    number: int
+    blob_key: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class InboxPage:
+    message_ids: list[str]
+    next_token: str | None
+    approx_count: int

@@ -1,0 +1,49 @@
+"""Background upkeep of a node: delete orphaned blobs and forget expired auth tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from broker.blobs.protocol import BlobError, BlobStore
+from broker.store.protocol import MetadataStore, StoreError
+
+log = logging.getLogger("broker.housekeeping")
+
+
+class Housekeeping:
+    def __init__(
+        self,
+        store: MetadataStore,
+        blobs: BlobStore,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
+        self._store = store
+        self._blobs = blobs
+        self._now = now
+
+    async def collect_orphans(self, batch: int = 500) -> int:
+        """Delete blobs no row points at any more; returns how many."""
+        total = 0
+        while keys := await self._store.take_orphan_blobs(batch):
+            for key in keys:
+                await self._blobs.delete(key)
+            total += len(keys)
+            if len(keys) < batch:
+                break
+        return total
+
+    async def run_once(self) -> None:
+        await self._store.purge_tokens(self._now())
+        await self.collect_orphans()
+
+    async def run_forever(self, interval_seconds: float) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except (StoreError, BlobError):
+                log.exception("housekeeping pass failed", extra={"action": "housekeeping_failed"})
+            await asyncio.sleep(interval_seconds)

@@ -1,0 +1,259 @@
+"""The messaging rules: send, chunk upload, delivery, download authorisation, acknowledge, inbox and tracking."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from broker.blobs.protocol import BlobStore
+from broker.errors import BrokerError, ErrorCode, ValidationFailed
+from broker.headers import SendRequest
+from broker.ids import decode_cursor, encode_cursor, new_message_id
+from broker.models import Chunk, Event, Mailbox, Message, MessageType, Party, Status
+from broker.services.directory import Directory
+from broker.store.protocol import (
+    ChunkOutcome,
+    DuplicateMessageId,
+    FilterOp,
+    InboxCursor,
+    MetadataStore,
+    WorkflowFilter,
+)
+
+DELIVERED = ("TRANSFER", "00", "Transferred to recipient mailbox")
+INBOX_DEFAULT_PAGE = 500
+INBOX_PAGE_LIMITS = (10, 5000)
+
+
+@dataclass(frozen=True, slots=True)
+class InboxPage:
+    message_ids: list[str]
+    continue_from: str | None
+    approx_count: int | None
+
+
+def blob_key(message_id: str, chunk_number: int) -> str:
+    """Day folder, message folder, chunk file with a random suffix: re-uploads never overwrite live bytes."""
+    return f"{message_id[:8]}/{message_id}/{chunk_number}.{secrets.token_hex(4)}"
+
+
+async def limited(body: AsyncIterable[bytes], limit: int, message_id: str | None = None) -> AsyncIterator[bytes]:
+    """Pass the body through, failing with 413 as soon as it grows past limit (counted while streaming)."""
+    seen = 0
+    async for piece in body:
+        seen += len(piece)
+        if seen > limit:
+            raise BrokerError(ErrorCode.MESSAGE_TOO_LARGE, message_id=message_id)
+        yield piece
+
+
+def parse_workflow_filter(text: str | None) -> WorkflowFilter | None:
+    """`WF`, `!WF`, `WF*`, `!WF*`, `*X*`, `!*X*` (2 to 255 characters)."""
+    if text is None:
+        return None
+    if not 2 <= len(text) <= 255:
+        raise ValidationFailed.invalid("query", "workflow_filter", "String should have 2 to 255 characters")
+    negate = text.startswith("!")
+    body = text[1:] if negate else text
+    if len(body) >= 2 and body.startswith("*") and body.endswith("*"):
+        return WorkflowFilter(FilterOp.CONTAINS, body[1:-1], negate)
+    if body.endswith("*"):
+        return WorkflowFilter(FilterOp.STARTS_WITH, body[:-1], negate)
+    return WorkflowFilter(FilterOp.EQUALS, body, negate)
+
+
+class Messaging:
+    def __init__(
+        self,
+        store: MetadataStore,
+        blobs: BlobStore,
+        directory: Directory,
+        *,
+        max_request_bytes: int,
+        inbox_expiry: timedelta,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
+        self._store = store
+        self._blobs = blobs
+        self._directory = directory
+        self._max_request_bytes = max_request_bytes
+        self._inbox_expiry = inbox_expiry
+        self._now = now
+
+    # Sending ---------------------------------------------------------------------------------------------
+    async def send(self, sender: Mailbox, request: SendRequest, body: AsyncIterable[bytes]) -> str:
+        """Store chunk 1 and the message row; a single-chunk message is delivered at once."""
+        if request.declared_from is not None and request.declared_from.strip().upper() != sender.mailbox_id:
+            raise BrokerError(ErrorCode.INVALID_FROM)
+        if request.declared_type is not None and request.declared_type.strip().upper() != "DATA":
+            raise BrokerError(ErrorCode.INVALID_MESSAGE_TYPE)
+        recipient = await self._store.get_mailbox(request.recipient)
+        if recipient is None or not recipient.active:
+            raise BrokerError(ErrorCode.UNREGISTERED_TO)
+        await self._directory.check_permission(sender.mailbox_id, recipient.mailbox_id, request.workflow_id)
+
+        now = self._now()
+        message_id = new_message_id(now)
+        key = blob_key(message_id, 1)
+        size = await self._blobs.put(key, limited(body, self._max_request_bytes))
+        if size == 0:
+            await self._blobs.delete(key)
+            raise BrokerError(ErrorCode.DATA_FILE_MISSING)
+
+        complete = request.total_chunks == 1
+        for _attempt in range(3):
+            meta = replace(request.meta, file_name=request.meta.file_name or f"{message_id}.dat")
+            message = Message(
+                message_id=message_id,
+                message_type=MessageType.DATA,
+                sender=Party.of(sender),
+                recipient=Party.of(recipient),
+                workflow_id=request.workflow_id,
+                total_chunks=request.total_chunks,
+                content_encoding=request.content_encoding,
+                meta=meta,
+                status=Status.ACCEPTED if complete else Status.UPLOADING,
+                created_at=now,
+                file_size=size if complete else 0,
+                delivered_at=now if complete else None,
+                expires_at=now + self._inbox_expiry if complete else None,
+                status_at=now,
+                events=(Event(Status.ACCEPTED, now, *DELIVERED),) if complete else (Event(Status.UPLOADING, now),),
+            )
+            try:
+                await self._store.create_message(message, Chunk(message_id, 1, key, size))
+                return message_id
+            except DuplicateMessageId:
+                message_id = new_message_id(now)
+            except BaseException:
+                await asyncio.shield(self._blobs.delete(key))
+                raise
+        await self._blobs.delete(key)
+        raise BrokerError(ErrorCode.INTERNAL)
+
+    async def upload_chunk(
+        self, sender: Mailbox, message_id: str, number: int, content_encoding: str, body: AsyncIterable[bytes]
+    ) -> bool:
+        """Store chunk n >= 2; True when it was the last missing chunk and the message is now delivered."""
+        message = await self._store.get_message(message_id)
+        if message is None:
+            raise BrokerError(ErrorCode.NOT_FOUND, message_id=message_id)
+        if message.sender.mailbox_id != sender.mailbox_id:
+            raise BrokerError(ErrorCode.FORBIDDEN, message_id=message_id)
+        if message.status is not Status.UPLOADING:
+            raise BrokerError(ErrorCode.CHUNK_FINALISED, message_id=message_id)
+        if number > message.total_chunks or message.message_type is not MessageType.DATA:
+            raise BrokerError(ErrorCode.CHUNK_OUT_OF_RANGE, message_id=message_id)
+        if content_encoding != message.content_encoding:
+            raise BrokerError(ErrorCode.ENCODING_CHANGED, message_id=message_id)
+
+        key = blob_key(message_id, number)
+        size = await self._blobs.put(key, limited(body, self._max_request_bytes, message_id))
+        if size == 0:
+            await self._blobs.delete(key)
+            raise BrokerError(ErrorCode.DATA_FILE_MISSING, message_id=message_id)
+        now = self._now()
+        try:
+            outcome = await self._store.add_chunk(Chunk(message_id, number, key, size), now, now + self._inbox_expiry)
+        except BaseException:
+            await asyncio.shield(self._blobs.delete(key))
+            raise
+        if outcome in (ChunkOutcome.STORED, ChunkOutcome.COMPLETED):
+            return outcome is ChunkOutcome.COMPLETED
+        await self._blobs.delete(key)
+        if outcome is ChunkOutcome.NOT_FOUND:
+            raise BrokerError(ErrorCode.NOT_FOUND, message_id=message_id)
+        raise BrokerError(ErrorCode.CHUNK_FINALISED, message_id=message_id)
+
+    # Receiving -------------------------------------------------------------------------------------------
+    async def download(self, recipient: Mailbox, message_id: str, number: int) -> tuple[Message, Chunk]:
+        """The message and chunk the recipient may download now, or the MESH error that says why not."""
+        message, chunk = await self._store.get_message_and_chunk(message_id, number)
+        if message is None:
+            raise BrokerError(ErrorCode.MESSAGE_NOT_FOUND, message_id=message_id)
+        if message.recipient.mailbox_id != recipient.mailbox_id:
+            raise BrokerError(ErrorCode.FORBIDDEN, message_id=message_id)
+        if message.status is not Status.ACCEPTED:
+            raise BrokerError(ErrorCode.MESSAGE_GONE, message_id=message_id)
+        if chunk is None:
+            raise BrokerError(ErrorCode.MESSAGE_NOT_FOUND, message_id=message_id)
+        return message, chunk
+
+    async def head(self, caller: Mailbox, message_id: str) -> Message:
+        """Metadata for the recipient (while downloadable) or the sender (always); strangers get 404."""
+        message = await self._store.get_message(message_id)
+        if message is None:
+            raise BrokerError(ErrorCode.MESSAGE_NOT_FOUND, message_id=message_id)
+        if message.recipient.mailbox_id == caller.mailbox_id:
+            if message.status is not Status.ACCEPTED:
+                raise BrokerError(ErrorCode.MESSAGE_GONE, message_id=message_id)
+            return message
+        if message.sender.mailbox_id == caller.mailbox_id:
+            return message
+        raise BrokerError(ErrorCode.MESSAGE_NOT_FOUND, message_id=message_id)
+
+    async def acknowledge(self, recipient: Mailbox, message_id: str) -> None:
+        """accepted -> acknowledged; a repeat acknowledge (or one racing it) is a no-op success."""
+        message = await self._store.get_message(message_id)
+        if message is None:
+            raise BrokerError(ErrorCode.MESSAGE_NOT_FOUND, message_id=message_id)
+        if message.recipient.mailbox_id != recipient.mailbox_id:
+            raise BrokerError(ErrorCode.FORBIDDEN, message_id=message_id)
+        if message.status is Status.ACCEPTED:
+            await self._store.acknowledge(message_id, self._now())
+
+    async def inbox(
+        self,
+        recipient: Mailbox,
+        *,
+        max_results: int,
+        continue_from: str | None,
+        workflow_filter: str | None,
+        with_count: bool,
+    ) -> InboxPage:
+        low, high = INBOX_PAGE_LIMITS
+        if not low <= max_results <= high:
+            raise ValidationFailed.invalid(
+                "query", "max_results", f"Input should be between {low} and {high}", "greater_than_equal"
+            )
+        after = await self._cursor(recipient, continue_from)
+        ids, cursor = await self._store.list_inbox(
+            recipient.mailbox_id, max_results, after, parse_workflow_filter(workflow_filter)
+        )
+        count = await self._store.count_inbox(recipient.mailbox_id) if with_count else None
+        return InboxPage(ids, None if cursor is None else encode_cursor(cursor), count)
+
+    async def _cursor(self, recipient: Mailbox, continue_from: str | None) -> InboxCursor | None:
+        if continue_from is None:
+            return None
+        if not 24 <= len(continue_from) <= 1000:
+            raise ValidationFailed.invalid("query", "continue_from", "String should have 24 to 1000 characters")
+        cursor = decode_cursor(continue_from)
+        if cursor is None:
+            # v1 clients continue from the last message ID they were given.
+            cursor = await self._store.inbox_cursor(recipient.mailbox_id, continue_from.upper())
+        if cursor is None:
+            raise ValidationFailed.invalid("query", "continue_from", "Unknown continuation token")
+        return cursor
+
+    async def count(self, recipient: Mailbox) -> int:
+        return await self._store.count_inbox(recipient.mailbox_id)
+
+    # Tracking --------------------------------------------------------------------------------------------
+    async def track(self, sender: Mailbox, message_id: str) -> Message:
+        """Only the sender tracks; anyone else is told 404, as the live service does."""
+        message = await self._store.get_message(message_id)
+        if message is None or message.sender.mailbox_id != sender.mailbox_id:
+            raise BrokerError(ErrorCode.MESSAGE_NOT_FOUND, message_id=message_id)
+        return message
+
+    async def track_local_id(self, sender: Mailbox, local_id: str) -> Message:
+        found = await self._store.find_by_local_id(sender.mailbox_id, local_id, limit=2)
+        if not found:
+            raise BrokerError(ErrorCode.MESSAGE_NOT_FOUND)
+        if len(found) > 1:
+            raise BrokerError(ErrorCode.MULTIPLE_CHOICES)
+        return found[0]

@@ -1,0 +1,132 @@
+"""Frozen broker settings; from_env() is the only reader of os.environ (prefix MESH_)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEMO_SHARED_KEY = "TestKey"
+CLIENT_CERT_MODES = ("off", "optional", "required")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names the variable and what would fix it."""
+
+
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0", ""):
+        return False
+    raise SettingsError(f"{name} must be on or off, not {raw!r}")
+
+
+def _int(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob of a broker node. Build directly in tests; from_env() in production."""
+
+    host: str = "127.0.0.1"
+    port: int = 8700
+    data_dir: Path = Path(".mesh-data")
+    shared_key: str = ""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    tls_client_cert: str = "off"
+    demo: bool = False
+    sandbox_admin: bool = False
+    max_request_bytes: int = 100 * 1000 * 1000
+    max_message_bytes: int = 100 * 1000 * 1000 * 1000
+    inbox_expiry_days: int = 5
+    auth_clock_skew_seconds: int = 2 * 3600
+    env_name: str = "local"
+    build_label: str = "latest"
+
+    def __post_init__(self) -> None:
+        if self.tls_client_cert not in CLIENT_CERT_MODES:
+            raise SettingsError(
+                f"MESH_TLS_CLIENT_CERT must be one of {', '.join(CLIENT_CERT_MODES)}, not {self.tls_client_cert!r}"
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise SettingsError("MESH_TLS_CERT and MESH_TLS_KEY must be set together")
+        if self.tls_client_cert != "off" and (self.tls_cert is None or self.tls_client_ca is None):
+            raise SettingsError("MESH_TLS_CLIENT_CERT needs HTTPS (MESH_TLS_CERT, MESH_TLS_KEY) and MESH_TLS_CLIENT_CA")
+        if not (0 < self.port < 65536):
+            raise SettingsError(f"MESH_PORT must be between 1 and 65535, not {self.port}")
+        if self.max_request_bytes <= 0 or self.max_message_bytes < self.max_request_bytes:
+            raise SettingsError("MESH_MAX_REQUEST_BYTES must be positive and at most MESH_MAX_MESSAGE_BYTES")
+
+    @property
+    def effective_shared_key(self) -> bytes:
+        """The HMAC key; demo mode falls back to the sandbox's well-known TestKey."""
+        if self.shared_key:
+            return self.shared_key.encode()
+        if self.demo:
+            return DEMO_SHARED_KEY.encode()
+        raise SettingsError(
+            "MESH_SHARED_KEY is required (the environment's shared HMAC secret); "
+            "set it, or run with MESH_DEMO=on for local demo credentials"
+        )
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "mesh.sqlite3"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read MESH_* variables, then apply explicit overrides (CLI flags) that are not None."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f"MESH_{f.name.upper()}"
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _convert(f.name, name, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+_PATHS = {"data_dir", "tls_cert", "tls_key", "tls_client_ca"}
+_INTS = {
+    "port",
+    "max_request_bytes",
+    "max_message_bytes",
+    "inbox_expiry_days",
+    "auth_clock_skew_seconds",
+}
+_FLAGS = {"demo", "sandbox_admin"}
+
+
+def _convert(field_name: str, env_name: str, raw: str) -> Any:
+    if field_name in _PATHS:
+        return Path(raw)
+    if field_name in _INTS:
+        return _int(env_name, raw)
+    if field_name in _FLAGS:
+        return _flag(env_name, raw)
+    if field_name == "tls_client_cert":
+        return raw.strip().lower()
+    return raw

@@ -1,0 +1,140 @@
+"""The MetadataStore Protocol: every metadata read and state change the broker makes, one method each."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from broker.models import Chunk, Event, Mailbox, Message, Workflow
+
+
+class StoreError(Exception):
+    """A backend failure, translated at the store boundary so nothing above imports a driver."""
+
+
+class DuplicateMessageId(StoreError):
+    """create_message was given an ID that already exists."""
+
+
+@dataclass(frozen=True, slots=True)
+class InboxCursor:
+    """Where an inbox page ends: delivery time then message ID, the list's sort key."""
+
+    delivered_at: datetime
+    message_id: str
+
+
+class FilterOp(enum.Enum):
+    EQUALS = "equals"
+    STARTS_WITH = "starts_with"
+    CONTAINS = "contains"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowFilter:
+    op: FilterOp
+    value: str
+    negate: bool = False
+
+
+class ChunkOutcome(enum.Enum):
+    STORED = "stored"
+    COMPLETED = "completed"
+    NOT_UPLOADING = "not_uploading"
+    NOT_FOUND = "not_found"
+
+
+class MetadataStore(Protocol):
+    """Metadata for mailboxes, workflows, messages, chunks, events and auth tokens.
+
+    Every state change is one transaction. Methods raise StoreError for backend failures.
+    """
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+
+    async def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
+
+    # Directory -------------------------------------------------------------------------------------------
+    async def get_mailbox(self, mailbox_id: str) -> Mailbox | None:
+        """The mailbox with this (upper-case) ID, active or not."""
+
+    async def put_mailbox(self, mailbox: Mailbox) -> None:
+        """Create or replace a mailbox."""
+
+    async def list_mailboxes(self) -> list[Mailbox]:
+        """All mailboxes ordered by ID."""
+
+    async def count_mailboxes(self) -> int:
+        """How many mailboxes exist."""
+
+    async def record_handshake(self, mailbox_id: str, client: str, at: datetime) -> None:
+        """Remember when and with what client a mailbox last handshook."""
+
+    async def put_workflow(self, workflow: Workflow) -> None:
+        """Create or replace a workflow with its senders and receivers."""
+
+    async def get_workflow(self, workflow_id: str) -> Workflow | None:
+        """The workflow, or None when it was never registered (unrestricted)."""
+
+    async def list_workflows(self) -> list[Workflow]:
+        """All workflows ordered by ID."""
+
+    async def receivers(self, workflow_id: str, ods_code: str | None = None) -> list[Mailbox]:
+        """Active mailboxes registered to receive the workflow, optionally only those of one ODS code."""
+
+    # Auth ------------------------------------------------------------------------------------------------
+    async def use_token(self, token_key: str, expires_at: datetime) -> bool:
+        """Record a token as used; False if it was already used (a replay)."""
+
+    async def purge_tokens(self, now: datetime) -> int:
+        """Forget tokens whose expiry has passed; returns how many."""
+
+    # Messages --------------------------------------------------------------------------------------------
+    async def create_message(self, message: Message, first_chunk: Chunk) -> None:
+        """Insert a message, its chunk 1 and its events. Raises DuplicateMessageId."""
+
+    async def get_message(self, message_id: str) -> Message | None:
+        """The message with its events, or None."""
+
+    async def get_message_and_chunk(self, message_id: str, number: int) -> tuple[Message | None, Chunk | None]:
+        """The message and one of its chunks in one round trip (the download path)."""
+
+    async def add_chunk(self, chunk: Chunk, at: datetime, expires_at: datetime) -> ChunkOutcome:
+        """Store chunk n of an uploading message; the last missing chunk delivers it (status accepted,
+        delivered_at = at, expires_at, file_size = sum of chunk sizes). Re-storing a chunk replaces it and
+        queues the replaced blob as an orphan. NOT_UPLOADING and NOT_FOUND change nothing."""
+
+    async def acknowledge(self, message_id: str, at: datetime) -> bool:
+        """Move an accepted message to acknowledged; False (and no change) from any other status."""
+
+    async def append_event(self, message_id: str, event: Event) -> bool:
+        """Append an event and make its status the message's status; False if the message is unknown."""
+
+    async def list_inbox(
+        self,
+        recipient: str,
+        limit: int,
+        after: InboxCursor | None = None,
+        workflow_filter: WorkflowFilter | None = None,
+    ) -> tuple[list[str], InboxCursor | None]:
+        """Accepted messages of the recipient in delivery order; the cursor is set when more may follow."""
+
+    async def inbox_cursor(self, recipient: str, message_id: str) -> InboxCursor | None:
+        """The cursor just after one of the recipient's messages (v1 continue_from is a message ID)."""
+
+    async def count_inbox(self, recipient: str) -> int:
+        """How many accepted messages wait in the recipient's inbox."""
+
+    async def find_by_local_id(self, sender: str, local_id: str, limit: int = 2) -> list[Message]:
+        """The sender's messages with this local ID, newest first."""
+
+    # Housekeeping and sandbox admin ----------------------------------------------------------------------
+    async def delete_mailbox_messages(self, mailbox_id: str | None) -> int:
+        """Delete messages to or from one mailbox (None: all), queueing their blobs as orphans."""
+
+    async def take_orphan_blobs(self, limit: int) -> list[str]:
+        """Blob keys no row points at any more, removed from the queue as they are returned."""

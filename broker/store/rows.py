@@ -1,0 +1,102 @@
+"""Conversions between domain objects and the flat values stores keep (times, parties, metadata)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from broker.models import Event, Mailbox, MessageMeta, Party, Status
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_micros(at: datetime) -> int:
+    delta = at - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def maybe_micros(at: datetime | None) -> int | None:
+    return None if at is None else to_micros(at)
+
+
+def from_micros(value: int) -> datetime:
+    return datetime.fromtimestamp(value // 1_000_000, UTC).replace(microsecond=value % 1_000_000)
+
+
+def maybe_datetime(value: int | None) -> datetime | None:
+    return None if value is None else from_micros(value)
+
+
+def party_json(party: Party) -> str:
+    return orjson.dumps(
+        [
+            party.mailbox_id,
+            party.mailbox_name,
+            party.ods_code,
+            party.org_code,
+            party.org_name,
+            party.billing_entity,
+        ]
+    ).decode()
+
+
+def party_from_json(raw: str | bytes) -> Party:
+    return Party(*orjson.loads(raw))
+
+
+def meta_json(meta: MessageMeta) -> str:
+    return orjson.dumps(
+        [
+            meta.subject,
+            meta.local_id,
+            meta.partner_id,
+            meta.file_name,
+            meta.content_type,
+            meta.checksum,
+            meta.encrypted,
+            meta.compressed,
+        ]
+    ).decode()
+
+
+def meta_from_json(raw: str | bytes) -> MessageMeta:
+    return MessageMeta(*orjson.loads(raw))
+
+
+def mailbox_from_row(row: Any) -> Mailbox:
+    return Mailbox(
+        mailbox_id=row[0],
+        password=row[1],
+        mailbox_name=row[2],
+        ods_code=row[3],
+        org_code=row[4],
+        org_name=row[5],
+        billing_entity=row[6],
+        active=bool(row[7]),
+    )
+
+
+def mailbox_values(mailbox: Mailbox) -> tuple[Any, ...]:
+    return (
+        mailbox.mailbox_id,
+        mailbox.password,
+        mailbox.mailbox_name,
+        mailbox.ods_code,
+        mailbox.org_code,
+        mailbox.org_name,
+        mailbox.billing_entity,
+        mailbox.active,
+    )
+
+
+def event_from_row(row: Any) -> Event:
+    return Event(
+        status=Status(row[0]),
+        timestamp=from_micros(row[1]),
+        event=row[2],
+        code=row[3],
+        description=row[4],
+        linked_message_id=row[5],
+    )

@@ -1,0 +1,443 @@
+"""The embedded metadata store: SQLite in WAL mode, driven from worker threads so the event loop never blocks."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from broker.models import Chunk, Event, Mailbox, Message, MessageType, Status, Workflow
+from broker.store import queries
+from broker.store.protocol import (
+    ChunkOutcome,
+    DuplicateMessageId,
+    FilterOp,
+    InboxCursor,
+    StoreError,
+    WorkflowFilter,
+)
+from broker.store.rows import (
+    event_from_row,
+    from_micros,
+    mailbox_from_row,
+    mailbox_values,
+    maybe_datetime,
+    maybe_micros,
+    meta_from_json,
+    meta_json,
+    party_from_json,
+    party_json,
+    to_micros,
+)
+
+T = TypeVar("T")
+Q = queries.load("sqlite.sql")
+
+
+class SqliteStore:
+    """One writer thread (SQLite allows one writer) and a few reader threads, each with its own connection.
+
+    Message state changes commit with synchronous=FULL (durable before the client hears 202); token and
+    handshake bookkeeping commits with synchronous=NORMAL, which WAL keeps consistent and crash-safe.
+    """
+
+    def __init__(self, path: Path, *, readers: int = 2, busy_timeout_ms: int = 10_000):
+        self._path = path
+        self._readers = readers
+        self._busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._writer: ThreadPoolExecutor | None = None
+        self._reader: ThreadPoolExecutor | None = None
+
+    # Lifecycle -------------------------------------------------------------------------------------------
+    async def open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = ThreadPoolExecutor(1, "sqlite-writer", initializer=self._connect)
+        self._reader = ThreadPoolExecutor(self._readers, "sqlite-reader", initializer=self._connect)
+        await self._write(self._migrate)
+
+    async def close(self) -> None:
+        for pool in (self._writer, self._reader):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._writer = self._reader = None
+
+    def _connect(self) -> None:
+        conn = sqlite3.connect(
+            self._path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout_ms / 1000
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+        conn.execute("PRAGMA synchronous=FULL")
+        # Workflow filters match case-sensitively, as workflow IDs are compared everywhere else.
+        conn.execute("PRAGMA case_sensitive_like=ON")
+        self._local.conn = conn
+        self._local.durable = True
+        with self._lock:
+            self._connections.append(conn)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Apply numbered migrations not yet applied, in the writer's transaction (BEGIN IMMEDIATE serialises
+        nodes and CLI processes that start at once)."""
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at TEXT)"
+        )
+        applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        for version, name, sql in queries.migrations("sqlite"):
+            if version in applied:
+                continue
+            for statement in _split_statements(sql):
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations VALUES (?, ?, datetime('now'))", (version, name))
+
+    # Thread plumbing ------------------------------------------------------------------------------------
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._run(self._reader, False, fn, *args)
+
+    async def _write(self, fn: Callable[..., T], *args: Any, durable: bool = True) -> T:
+        return await self._run(self._writer, durable, fn, *args)
+
+    async def _run(self, pool: ThreadPoolExecutor | None, durable: bool, fn: Callable[..., T], *args: Any) -> T:
+        if pool is None:
+            raise StoreError("the SQLite store is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(pool, self._call, pool is self._writer, durable, fn, args)
+
+    def _call(self, is_writer: bool, durable: bool, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        conn: sqlite3.Connection = self._local.conn
+        try:
+            if not is_writer:
+                return fn(conn, *args)
+            if self._local.durable != durable:
+                conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                self._local.durable = durable
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn, *args)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+        except sqlite3.IntegrityError as exc:
+            if "messages.message_id" in str(exc):
+                raise DuplicateMessageId(str(exc)) from None
+            raise StoreError(f"sqlite integrity error: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite error: {exc}") from exc
+
+    # Directory -------------------------------------------------------------------------------------------
+    async def get_mailbox(self, mailbox_id: str) -> Mailbox | None:
+        return await self._read(_get_mailbox, mailbox_id)
+
+    async def put_mailbox(self, mailbox: Mailbox) -> None:
+        await self._write(lambda conn: conn.execute(Q["put_mailbox"], mailbox_values(mailbox)))
+
+    async def list_mailboxes(self) -> list[Mailbox]:
+        return await self._read(lambda conn: [mailbox_from_row(r) for r in conn.execute(Q["list_mailboxes"])])
+
+    async def count_mailboxes(self) -> int:
+        return await self._read(lambda conn: int(conn.execute(Q["count_mailboxes"]).fetchone()[0]))
+
+    async def record_handshake(self, mailbox_id: str, client: str, at: datetime) -> None:
+        await self._write(
+            lambda conn: conn.execute(Q["record_handshake"], (to_micros(at), client, mailbox_id)),
+            durable=False,
+        )
+
+    async def put_workflow(self, workflow: Workflow) -> None:
+        def put(conn: sqlite3.Connection) -> None:
+            conn.execute(Q["put_workflow"], (workflow.workflow_id, workflow.restricted))
+            conn.execute(Q["clear_workflow_members"], (workflow.workflow_id,))
+            members = [(workflow.workflow_id, "sender", m) for m in workflow.senders]
+            members += [(workflow.workflow_id, "receiver", m) for m in workflow.receivers]
+            conn.executemany(Q["add_workflow_member"], members)
+
+        await self._write(put)
+
+    async def get_workflow(self, workflow_id: str) -> Workflow | None:
+        def get(conn: sqlite3.Connection) -> Workflow | None:
+            row = conn.execute(Q["get_workflow"], (workflow_id,)).fetchone()
+            return None if row is None else _workflow(conn, row)
+
+        return await self._read(get)
+
+    async def list_workflows(self) -> list[Workflow]:
+        return await self._read(
+            lambda conn: [_workflow(conn, row) for row in conn.execute(Q["list_workflows"]).fetchall()]
+        )
+
+    async def receivers(self, workflow_id: str, ods_code: str | None = None) -> list[Mailbox]:
+        def find(conn: sqlite3.Connection) -> list[Mailbox]:
+            if ods_code is None:
+                rows = conn.execute(Q["receivers"], (workflow_id,))
+            else:
+                rows = conn.execute(Q["receivers_by_ods"], (workflow_id, ods_code))
+            return [mailbox_from_row(r) for r in rows]
+
+        return await self._read(find)
+
+    # Auth ------------------------------------------------------------------------------------------------
+    async def use_token(self, token_key: str, expires_at: datetime) -> bool:
+        return await self._write(_use_token, token_key, to_micros(expires_at), durable=False)
+
+    async def purge_tokens(self, now: datetime) -> int:
+        return await self._write(
+            lambda conn: conn.execute(Q["purge_tokens"], (to_micros(now),)).rowcount, durable=False
+        )
+
+    # Messages --------------------------------------------------------------------------------------------
+    async def create_message(self, message: Message, first_chunk: Chunk) -> None:
+        await self._write(_create_message, message, first_chunk)
+
+    async def get_message(self, message_id: str) -> Message | None:
+        return await self._read(_get_message, message_id)
+
+    async def get_message_and_chunk(self, message_id: str, number: int) -> tuple[Message | None, Chunk | None]:
+        def get(conn: sqlite3.Connection) -> tuple[Message | None, Chunk | None]:
+            message = _get_message(conn, message_id)
+            if message is None:
+                return None, None
+            row = conn.execute(Q["get_chunk"], (message_id, number)).fetchone()
+            return message, None if row is None else Chunk(message_id, number, row[0], row[1])
+
+        return await self._read(get)
+
+    async def add_chunk(self, chunk: Chunk, at: datetime, expires_at: datetime) -> ChunkOutcome:
+        return await self._write(_add_chunk, chunk, to_micros(at), to_micros(expires_at))
+
+    async def acknowledge(self, message_id: str, at: datetime) -> bool:
+        def ack(conn: sqlite3.Connection) -> bool:
+            when = to_micros(at)
+            if conn.execute(Q["acknowledge"], (when, when, message_id)).rowcount != 1:
+                return False
+            _insert_event(conn, message_id, Event(Status.ACKNOWLEDGED, at))
+            return True
+
+        return await self._write(ack)
+
+    async def append_event(self, message_id: str, event: Event) -> bool:
+        def append(conn: sqlite3.Connection) -> bool:
+            at = to_micros(event.timestamp)
+            params = {"status": event.status.value, "at": at, "message_id": message_id}
+            if conn.execute(Q["set_status"], params).rowcount != 1:
+                return False
+            _insert_event(conn, message_id, event)
+            return True
+
+        return await self._write(append)
+
+    async def list_inbox(
+        self,
+        recipient: str,
+        limit: int,
+        after: InboxCursor | None = None,
+        workflow_filter: WorkflowFilter | None = None,
+    ) -> tuple[list[str], InboxCursor | None]:
+        sql = ["SELECT delivered_at, message_id FROM messages WHERE recipient = ? AND status = 'accepted'"]
+        params: list[Any] = [recipient]
+        if after is not None:
+            sql.append("AND (delivered_at, message_id) > (?, ?)")
+            params += [to_micros(after.delivered_at), after.message_id]
+        if workflow_filter is not None:
+            clause, value = _filter_sql(workflow_filter)
+            sql.append(clause)
+            params.append(value)
+        sql.append("ORDER BY delivered_at, message_id LIMIT ?")
+        params.append(limit + 1)
+        statement = " ".join(sql)
+
+        def page(conn: sqlite3.Connection) -> tuple[list[str], InboxCursor | None]:
+            rows = conn.execute(statement, params).fetchall()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            cursor = InboxCursor(from_micros(rows[-1][0]), rows[-1][1]) if more else None
+            return [r[1] for r in rows], cursor
+
+        return await self._read(page)
+
+    async def inbox_cursor(self, recipient: str, message_id: str) -> InboxCursor | None:
+        def find(conn: sqlite3.Connection) -> InboxCursor | None:
+            row = conn.execute(Q["inbox_cursor"], (recipient, message_id)).fetchone()
+            return None if row is None else InboxCursor(from_micros(row[0]), row[1])
+
+        return await self._read(find)
+
+    async def count_inbox(self, recipient: str) -> int:
+        return await self._read(lambda conn: int(conn.execute(Q["count_inbox"], (recipient,)).fetchone()[0]))
+
+    async def find_by_local_id(self, sender: str, local_id: str, limit: int = 2) -> list[Message]:
+        def find(conn: sqlite3.Connection) -> list[Message]:
+            ids = [r[0] for r in conn.execute(Q["find_by_local_id"], (sender, local_id, limit))]
+            return [m for m in (_get_message(conn, i) for i in ids) if m is not None]
+
+        return await self._read(find)
+
+    # Housekeeping ----------------------------------------------------------------------------------------
+    async def delete_mailbox_messages(self, mailbox_id: str | None) -> int:
+        def delete(conn: sqlite3.Connection, now: int) -> int:
+            if mailbox_id is None:
+                conn.execute(Q["queue_all_orphans"], (now,))
+                return int(conn.execute(Q["delete_all_messages"]).rowcount)
+            conn.execute(Q["queue_mailbox_orphans"], (now, mailbox_id, mailbox_id))
+            return int(conn.execute(Q["delete_mailbox_messages"], (mailbox_id, mailbox_id)).rowcount)
+
+        return await self._write(delete, to_micros(_utcnow()))
+
+    async def take_orphan_blobs(self, limit: int) -> list[str]:
+        return await self._write(lambda conn: [r[0] for r in conn.execute(Q["take_orphans"], (limit,)).fetchall()])
+
+
+# Transaction bodies (run on the store's threads) -----------------------------------------------------------
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _split_statements(sql: str) -> list[str]:
+    return [s.strip() for s in sql.split(";") if s.strip() and not _only_comments(s)]
+
+
+def _only_comments(block: str) -> bool:
+    return all(not line.strip() or line.strip().startswith("--") for line in block.splitlines())
+
+
+def _get_mailbox(conn: sqlite3.Connection, mailbox_id: str) -> Mailbox | None:
+    row = conn.execute(Q["get_mailbox"], (mailbox_id,)).fetchone()
+    return None if row is None else mailbox_from_row(row)
+
+
+def _workflow(conn: sqlite3.Connection, row: Any) -> Workflow:
+    members = conn.execute(Q["workflow_members"], (row[0],)).fetchall()
+    return Workflow(
+        workflow_id=row[0],
+        restricted=bool(row[1]),
+        senders=tuple(m for role, m in members if role == "sender"),
+        receivers=tuple(m for role, m in members if role == "receiver"),
+    )
+
+
+def _use_token(conn: sqlite3.Connection, token_key: str, expires_at: int) -> bool:
+    return bool(conn.execute(Q["use_token"], (token_key, expires_at)).rowcount == 1)
+
+
+def _insert_event(conn: sqlite3.Connection, message_id: str, event: Event) -> None:
+    conn.execute(
+        Q["insert_event"],
+        (
+            message_id,
+            message_id,
+            event.status.value,
+            to_micros(event.timestamp),
+            event.event,
+            event.code,
+            event.description,
+            event.linked_message_id,
+        ),
+    )
+
+
+def _create_message(conn: sqlite3.Connection, message: Message, first_chunk: Chunk) -> None:
+    conn.execute(
+        Q["insert_message"],
+        (
+            message.message_id,
+            message.message_type.value,
+            message.sender.mailbox_id,
+            party_json(message.sender),
+            message.recipient.mailbox_id,
+            party_json(message.recipient),
+            message.workflow_id,
+            message.total_chunks,
+            message.content_encoding,
+            meta_json(message.meta),
+            message.meta.local_id,
+            message.status.value,
+            message.file_size,
+            to_micros(message.created_at),
+            maybe_micros(message.delivered_at),
+            maybe_micros(message.expires_at),
+            maybe_micros(message.acknowledged_at),
+            to_micros(message.status_at or message.created_at),
+            message.linked_message_id,
+        ),
+    )
+    conn.execute(
+        Q["insert_chunk"],
+        (first_chunk.message_id, first_chunk.number, first_chunk.blob_key, first_chunk.size),
+    )
+    for event in message.events:
+        _insert_event(conn, message.message_id, event)
+
+
+def _get_message(conn: sqlite3.Connection, message_id: str) -> Message | None:
+    row = conn.execute(Q["get_message"], (message_id,)).fetchone()
+    if row is None:
+        return None
+    events = tuple(event_from_row(e) for e in conn.execute(Q["get_events"], (message_id,)))
+    return Message(
+        message_id=row[0],
+        message_type=MessageType(row[1]),
+        sender=party_from_json(row[2]),
+        recipient=party_from_json(row[3]),
+        workflow_id=row[4],
+        total_chunks=row[5],
+        content_encoding=row[6],
+        meta=meta_from_json(row[7]),
+        status=Status(row[8]),
+        created_at=from_micros(row[9]),
+        file_size=row[10],
+        delivered_at=maybe_datetime(row[11]),
+        expires_at=maybe_datetime(row[12]),
+        acknowledged_at=maybe_datetime(row[13]),
+        status_at=maybe_datetime(row[14]),
+        linked_message_id=row[15],
+        events=events,
+    )
+
+
+def _add_chunk(conn: sqlite3.Connection, chunk: Chunk, at: int, expires_at: int) -> ChunkOutcome:
+    row = conn.execute(Q["message_status"], (chunk.message_id,)).fetchone()
+    if row is None:
+        return ChunkOutcome.NOT_FOUND
+    status, total = row
+    if status != Status.UPLOADING.value:
+        return ChunkOutcome.NOT_UPLOADING
+    previous = conn.execute(Q["get_chunk"], (chunk.message_id, chunk.number)).fetchone()
+    if previous is not None and previous[0] != chunk.blob_key:
+        conn.execute(Q["queue_orphan"], (previous[0], at))
+    conn.execute(Q["upsert_chunk"], (chunk.message_id, chunk.number, chunk.blob_key, chunk.size))
+    stored, size = conn.execute(Q["chunk_totals"], (chunk.message_id,)).fetchone()
+    if stored < total:
+        return ChunkOutcome.STORED
+    conn.execute(Q["deliver"], (at, expires_at, size, at, chunk.message_id))
+    _insert_event(
+        conn,
+        chunk.message_id,
+        Event(Status.ACCEPTED, from_micros(at), "TRANSFER", "00", "Transferred to recipient mailbox"),
+    )
+    return ChunkOutcome.COMPLETED
+
+
+def _filter_sql(workflow_filter: WorkflowFilter) -> tuple[str, str]:
+    """A workflow filter as a SQL condition; LIKE wildcards in the value are escaped."""
+    if workflow_filter.op is FilterOp.EQUALS:
+        return ("AND workflow_id <> ?" if workflow_filter.negate else "AND workflow_id = ?"), workflow_filter.value
+    escaped = workflow_filter.value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    pattern = f"{escaped}%" if workflow_filter.op is FilterOp.STARTS_WITH else f"%{escaped}%"
+    if workflow_filter.negate:
+        return "AND workflow_id NOT LIKE ? ESCAPE '\\'", pattern
+    return "AND workflow_id LIKE ? ESCAPE '\\'", pattern
