@@ -17,12 +17,11 @@ from typing import Any
 
 from aiohttp import web
 
-from broker import logs, tls
+from broker import backends, logs, tls
 from broker.app import create_app
 from broker.models import Mailbox, Workflow
 from broker.services.directory import Directory, SandboxFileError
 from broker.settings import DEMO_SHARED_KEY, Settings, SettingsError
-from broker.store.sqlite import SqliteStore
 
 log = logging.getLogger("broker")
 
@@ -40,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run a broker node")
+    serve.add_argument("--database-url", help="MESH_DATABASE_URL")
+    serve.add_argument("--blob-url", help="MESH_BLOB_URL")
     serve.add_argument("--host", help="MESH_HOST")
     serve.add_argument("--port", type=int, help="MESH_PORT")
     serve.add_argument("--shared-key", help="MESH_SHARED_KEY")
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--demo", type=_on_off, metavar="on|off", help="MESH_DEMO")
     serve.add_argument("--sandbox-admin", type=_on_off, metavar="on|off", help="MESH_SANDBOX_ADMIN")
     serve.set_defaults(run=_serve)
+
+    migrate = commands.add_parser("migrate", help="apply pending database migrations, then exit")
+    migrate.set_defaults(run=_migrate)
 
     mailbox = commands.add_parser("mailbox", help="manage mailboxes").add_subparsers(dest="action", required=True)
     add = mailbox.add_parser("add", help="create or replace a mailbox")
@@ -108,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(
         data_dir=args.data_dir,
+        database_url=args.database_url,
+        blob_url=args.blob_url,
         host=args.host,
         port=args.port,
         shared_key=args.shared_key,
@@ -184,11 +190,13 @@ PY
 # administration -------------------------------------------------------------------------------------------
 
 
-def _with_directory(args: argparse.Namespace, work: Callable[[Directory], Awaitable[Any]]) -> Any:
-    settings = Settings.from_env(data_dir=args.data_dir)
+def _with_directory(
+    args: argparse.Namespace, work: Callable[[Directory], Awaitable[Any]], *, settings: Settings | None = None
+) -> Any:
+    settings = settings or Settings.from_env(data_dir=args.data_dir)
 
     async def run() -> Any:
-        store = SqliteStore(settings.database_path)
+        store = backends.metadata_store(settings)
         await store.open()
         try:
             return await work(Directory(store))
@@ -196,6 +204,14 @@ def _with_directory(args: argparse.Namespace, work: Callable[[Directory], Awaita
             await store.close()
 
     return asyncio.run(run())
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    # Opening a store applies its pending migrations (PostgreSQL under an advisory lock).
+    settings = Settings.from_env(data_dir=args.data_dir, db_migrate=True)
+    _with_directory(args, lambda d: d.list_mailboxes(), settings=settings)
+    print(f"migrations applied to {backends.database_url(settings).split('@')[-1]}")
+    return 0
 
 
 def _password(given: str | None, mailbox_id: str) -> str:

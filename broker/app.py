@@ -9,9 +9,8 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from broker import middlewares, routes
+from broker import backends, middlewares, routes
 from broker.auth import Authenticator
-from broker.blobs.filesystem import FilesystemBlobStore
 from broker.blobs.protocol import BlobStore
 from broker.keys import (
     AUTHENTICATOR,
@@ -29,7 +28,6 @@ from broker.services.messaging import Messaging
 from broker.services.sandbox_admin import SandboxAdmin
 from broker.settings import Settings
 from broker.store.protocol import MetadataStore
-from broker.store.sqlite import SqliteStore
 
 HOUSEKEEPING_INTERVAL_SECONDS = 60.0
 
@@ -46,8 +44,8 @@ def create_app(
         handler_args={"auto_decompress": False},
     )
     app[SETTINGS] = settings
-    app[STORE] = store if store is not None else SqliteStore(settings.database_path)
-    app[BLOBS] = blobs if blobs is not None else FilesystemBlobStore(settings.blob_dir)
+    app[STORE] = store if store is not None else backends.metadata_store(settings)
+    app[BLOBS] = blobs if blobs is not None else backends.blob_store(settings)
     expiry = timedelta(days=settings.inbox_expiry_days)
     app[AUTHENTICATOR] = Authenticator(
         app[STORE],

@@ -39,6 +39,13 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8700
     data_dir: Path = Path(".mesh-data")
+    database_url: str = ""
+    blob_url: str = ""
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    db_migrate: bool = True
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
     shared_key: str = ""
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -47,7 +54,6 @@ class Settings:
     demo: bool = False
     sandbox_admin: bool = False
     max_request_bytes: int = 100 * 1000 * 1000
-    max_message_bytes: int = 100 * 1000 * 1000 * 1000
     inbox_expiry_days: int = 5
     auth_clock_skew_seconds: int = 2 * 3600
     env_name: str = "local"
@@ -64,8 +70,10 @@ class Settings:
             raise SettingsError("MESH_TLS_CLIENT_CERT needs HTTPS (MESH_TLS_CERT, MESH_TLS_KEY) and MESH_TLS_CLIENT_CA")
         if not (0 < self.port < 65536):
             raise SettingsError(f"MESH_PORT must be between 1 and 65535, not {self.port}")
-        if self.max_request_bytes <= 0 or self.max_message_bytes < self.max_request_bytes:
-            raise SettingsError("MESH_MAX_REQUEST_BYTES must be positive and at most MESH_MAX_MESSAGE_BYTES")
+        if not 1 <= self.db_pool_min <= self.db_pool_max:
+            raise SettingsError("MESH_DB_POOL_MIN must be at least 1 and at most MESH_DB_POOL_MAX")
+        if self.max_request_bytes <= 0:
+            raise SettingsError("MESH_MAX_REQUEST_BYTES must be positive")
 
     @property
     def effective_shared_key(self) -> bytes:
@@ -112,12 +120,13 @@ class Settings:
 _PATHS = {"data_dir", "tls_cert", "tls_key", "tls_client_ca"}
 _INTS = {
     "port",
+    "db_pool_min",
+    "db_pool_max",
     "max_request_bytes",
-    "max_message_bytes",
     "inbox_expiry_days",
     "auth_clock_skew_seconds",
 }
-_FLAGS = {"demo", "sandbox_admin"}
+_FLAGS = {"demo", "sandbox_admin", "db_migrate"}
 
 
 def _convert(field_name: str, env_name: str, raw: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 
 from broker.models import Chunk, Event, Mailbox, Message, MessageType, Status, Workflow
 from broker.store import queries
+from broker.store.filters import like_pattern
 from broker.store.protocol import (
     ChunkOutcome,
     DuplicateMessageId,
@@ -77,7 +79,7 @@ class SqliteStore:
         conn = sqlite3.connect(
             self._path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout_ms / 1000
         )
-        conn.execute("PRAGMA journal_mode=WAL")
+        self._enable_wal(conn)
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
         conn.execute("PRAGMA synchronous=FULL")
@@ -87,6 +89,19 @@ class SqliteStore:
         self._local.durable = True
         with self._lock:
             self._connections.append(conn)
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch a new file to WAL. The switch takes an exclusive lock that SQLite's busy handler does not wait
+        for, so processes opening one new file at once retry here rather than fail with "database is locked"."""
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.005)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Apply numbered migrations not yet applied, in the writer's transaction (BEGIN IMMEDIATE serialises
@@ -433,11 +448,8 @@ def _add_chunk(conn: sqlite3.Connection, chunk: Chunk, at: int, expires_at: int)
 
 
 def _filter_sql(workflow_filter: WorkflowFilter) -> tuple[str, str]:
-    """A workflow filter as a SQL condition; LIKE wildcards in the value are escaped."""
     if workflow_filter.op is FilterOp.EQUALS:
-        return ("AND workflow_id <> ?" if workflow_filter.negate else "AND workflow_id = ?"), workflow_filter.value
-    escaped = workflow_filter.value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    pattern = f"{escaped}%" if workflow_filter.op is FilterOp.STARTS_WITH else f"%{escaped}%"
-    if workflow_filter.negate:
-        return "AND workflow_id NOT LIKE ? ESCAPE '\\'", pattern
-    return "AND workflow_id LIKE ? ESCAPE '\\'", pattern
+        return f"AND workflow_id {'<>' if workflow_filter.negate else '='} ?", like_pattern(workflow_filter)
+    return f"AND workflow_id {'NOT LIKE' if workflow_filter.negate else 'LIKE'} ? ESCAPE '\\'", like_pattern(
+        workflow_filter
+    )

@@ -1,0 +1,52 @@
+"""A URL picks each backend: sqlite:///path or postgresql://..., and file:///dir or s3://bucket/prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from broker.blobs.filesystem import FilesystemBlobStore
+from broker.blobs.protocol import BlobStore
+from broker.settings import Settings, SettingsError
+from broker.store.protocol import MetadataStore
+from broker.store.sqlite import SqliteStore
+
+
+def database_url(settings: Settings) -> str:
+    return settings.database_url or f"sqlite:///{settings.database_path.resolve()}"
+
+
+def blob_url(settings: Settings) -> str:
+    return settings.blob_url or f"file://{settings.blob_dir.resolve()}"
+
+
+def metadata_store(settings: Settings) -> MetadataStore:
+    url = database_url(settings)
+    scheme = urlparse(url).scheme
+    if scheme == "sqlite":
+        return SqliteStore(Path(unquote(url[len("sqlite://") :])))
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from broker.store.postgres import PostgresStore
+        except ImportError as exc:  # pragma: no cover - asyncpg is optional
+            raise SettingsError(f"{exc}: pip install 'mesh-broker[postgres]'") from None
+        return PostgresStore(
+            url, min_size=settings.db_pool_min, max_size=settings.db_pool_max, migrate=settings.db_migrate
+        )
+    raise SettingsError(f"MESH_DATABASE_URL must start with sqlite:/// or postgresql://, not {url!r}")
+
+
+def blob_store(settings: Settings) -> BlobStore:
+    url = blob_url(settings)
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return FilesystemBlobStore(Path(unquote(parsed.path)))
+    if parsed.scheme == "s3":
+        try:
+            from broker.blobs.s3 import S3BlobStore
+        except ImportError as exc:  # pragma: no cover - aiobotocore is optional
+            raise SettingsError(f"{exc}: pip install 'mesh-broker[s3]'") from None
+        return S3BlobStore.from_url(
+            url, endpoint_url=settings.s3_endpoint_url or None, region=settings.s3_region or None
+        )
+    raise SettingsError(f"MESH_BLOB_URL must start with file:/// or s3://, not {url!r}")

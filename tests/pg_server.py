@@ -1,0 +1,110 @@
+"""A throwaway PostgreSQL cluster for tests, from the server binaries on PATH (or MESH_TEST_DATABASE_URL).
+
+The cluster lives in a temp folder owned by the `postgres` user when the tests run as root (PostgreSQL
+refuses to run as root), listens on 127.0.0.1 only, and is stopped and removed at the end of the session.
+Each test gets a fresh database cloned from a template that already holds the migrated schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import asyncpg
+
+from broker.store.postgres import PostgresStore
+
+TEMPLATE = "mesh_template"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    if os.geteuid() != 0:
+        return command
+    return ["runuser", "-u", "postgres", "--", *command]
+
+
+@contextmanager
+def cluster() -> Iterator[str]:
+    """Yield an admin DSN (database `postgres`) for a running cluster; stop and remove it afterwards."""
+    given = os.environ.get("MESH_TEST_DATABASE_URL")
+    if given:
+        yield given
+        return
+    if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
+        raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) are not on PATH; set MESH_TEST_DATABASE_URL")
+    root = Path(tempfile.mkdtemp(prefix="mesh-pg-"))
+    data = root / "data"
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam("postgres")
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    subprocess.run(
+        _as_postgres(["initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]),
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=200"
+    subprocess.run(
+        _as_postgres(["pg_ctl", "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]),
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            _as_postgres(["pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop"]),
+            capture_output=True,
+            env=env,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def with_database(dsn: str, database: str) -> str:
+    return dsn.rsplit("/", 1)[0] + "/" + database
+
+
+async def create_template(admin_dsn: str) -> None:
+    """Create the template database and migrate it once; clones then start with the schema in place."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+        await conn.execute(f"CREATE DATABASE {TEMPLATE}")
+    finally:
+        await conn.close()
+    store = PostgresStore(with_database(admin_dsn, TEMPLATE), min_size=1, max_size=1)
+    await store.open()
+    await store.close()
+
+
+async def clone_database(admin_dsn: str) -> str:
+    """A fresh database cloned from the template; returns its DSN."""
+    name = f"mesh_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    finally:
+        await conn.close()
+    return with_database(admin_dsn, name)
+
+
+def prepare_template(admin_dsn: str) -> None:
+    asyncio.run(create_template(admin_dsn))
