@@ -31,6 +31,10 @@ def decode_cursor(token: str) -> InboxCursor | None:
         micros, message_id = orjson.loads(raw)
     except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
         return None
-    if not isinstance(micros, int) or not isinstance(message_id, str):
+    # bool is an int to isinstance, and a client-made token may hold a time no datetime can represent.
+    if not isinstance(micros, int) or isinstance(micros, bool) or not isinstance(message_id, str):
         return None
-    return InboxCursor(from_micros(micros), message_id)
+    try:
+        return InboxCursor(from_micros(micros), message_id)
+    except (ValueError, OverflowError, OSError):
+        return None

@@ -25,3 +25,13 @@ def _no_mesh_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path / "data", shared_key=SHARED_KEY, demo=True, sandbox_admin=True)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster for the session (started only by tests that ask for it)."""
+    from tests import pg_server
+
+    with pg_server.cluster() as admin_dsn:
+        pg_server.prepare_template(admin_dsn)
+        yield admin_dsn

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -107,4 +108,6 @@ async def clone_database(admin_dsn: str) -> str:
 
 
 def prepare_template(admin_dsn: str) -> None:
-    asyncio.run(create_template(admin_dsn))
+    """Synchronous, and safe to call from inside a running event loop (session fixtures are started lazily)."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, create_template(admin_dsn)).result()

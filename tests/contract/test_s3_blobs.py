@@ -1,0 +1,334 @@
+"""S3-specific behaviour of S3BlobStore against moto's server: multipart, abort, prefix, errors and bounded memory."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import socket
+import tracemalloc
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiobotocore.session
+import pytest
+
+from broker.blobs import s3
+from broker.blobs.protocol import BlobError, BlobNotFound
+from tests.s3_server import ACCESS_KEY, REGION, SECRET_KEY, fake_credentials, moto_server
+
+MiB = 1024 * 1024
+PART = s3.MIN_PART_SIZE
+PREFIX = "mesh/blobs"
+
+
+class SourceFailed(Exception):
+    """Raised by a test's data source partway through a put."""
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture(autouse=True)
+def _aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore's own credential chain finds these; a developer's real profile must never be used."""
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    for name, value in fake_credentials().items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+async def raw(endpoint: str) -> AsyncIterator[Any]:
+    """A plain client to set up buckets and look behind the store's back."""
+    async with aiobotocore.session.get_session().create_client("s3", endpoint_url=endpoint, region_name=REGION) as c:
+        yield c
+
+
+@pytest.fixture
+async def bucket(raw: Any) -> str:
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    await raw.create_bucket(Bucket=name)
+    return name
+
+
+def make_store(endpoint: str, bucket: str, **options: Any) -> s3.S3BlobStore:
+    options.setdefault("part_size", PART)
+    return s3.S3BlobStore(bucket, options.pop("prefix", PREFIX), endpoint_url=endpoint, region=REGION, **options)
+
+
+@pytest.fixture
+async def s3_store(endpoint: str, bucket: str) -> AsyncIterator[s3.S3BlobStore]:
+    blobs = make_store(endpoint, bucket)
+    await blobs.open()
+    yield blobs
+    await blobs.close()
+
+
+async def pieces(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def read_all(blobs: s3.S3BlobStore, key: str, piece_size: int = 256 * 1024) -> bytes:
+    return b"".join([piece async for piece in blobs.get(key, piece_size=piece_size)])
+
+
+async def keys(raw: Any, bucket: str) -> list[str]:
+    listing = await raw.list_objects_v2(Bucket=bucket)
+    return [item["Key"] for item in listing.get("Contents", [])]
+
+
+async def uploads_in_progress(raw: Any, bucket: str) -> list[dict[str, Any]]:
+    return list((await raw.list_multipart_uploads(Bucket=bucket)).get("Uploads", []))
+
+
+async def test_small_put_is_one_plain_object(s3_store: s3.S3BlobStore, raw: Any, bucket: str) -> None:
+    data = os.urandom(300 * 1024)
+
+    assert await s3_store.put("msg/1", pieces(data, 64 * 1024)) == len(data)
+
+    head = await raw.head_object(Bucket=bucket, Key=f"{PREFIX}/msg/1")
+    # A multipart object's ETag ends in -<parts>; a single PutObject's never does.
+    assert "-" not in head["ETag"]
+    assert await uploads_in_progress(raw, bucket) == []
+    assert await read_all(s3_store, "msg/1") == data
+
+
+async def test_empty_put_stores_an_empty_object(s3_store: s3.S3BlobStore) -> None:
+    assert await s3_store.put("empty", pieces(b"", 1)) == 0
+    assert await s3_store.size("empty") == 0
+    assert await read_all(s3_store, "empty") == b""
+
+
+async def test_large_put_goes_multipart_and_round_trips_byte_exact(
+    s3_store: s3.S3BlobStore, raw: Any, bucket: str
+) -> None:
+    data = os.urandom(PART * 7 // 2)
+
+    # Odd piece sizes so part boundaries never line up with the source's pieces.
+    assert await s3_store.put("big", pieces(data, MiB + 7)) == len(data)
+
+    head = await raw.head_object(Bucket=bucket, Key=f"{PREFIX}/big")
+    assert head["ETag"].strip('"').endswith("-4")
+    assert await s3_store.size("big") == len(data)
+    assert hashlib.sha256(await read_all(s3_store, "big")).digest() == hashlib.sha256(data).digest()
+    assert await uploads_in_progress(raw, bucket) == []
+
+
+async def test_exact_multiple_of_part_size_sends_no_empty_last_part(s3_store: s3.S3BlobStore) -> None:
+    data = os.urandom(PART * 2)
+
+    assert await s3_store.put("even", pieces(data, MiB)) == len(data)
+    assert await read_all(s3_store, "even") == data
+
+
+async def test_put_replaces_an_existing_blob(s3_store: s3.S3BlobStore) -> None:
+    await s3_store.put("again", pieces(b"first version", 4))
+    await s3_store.put("again", pieces(b"second", 4))
+
+    assert await read_all(s3_store, "again") == b"second"
+
+
+async def test_source_failing_mid_multipart_aborts_and_propagates_unchanged(
+    s3_store: s3.S3BlobStore, raw: Any, bucket: str
+) -> None:
+    failure = SourceFailed("the client went away")
+
+    async def failing() -> AsyncIterator[bytes]:
+        for _ in range(PART * 2 // MiB + 1):
+            yield os.urandom(MiB)
+        raise failure
+
+    with pytest.raises(SourceFailed) as caught:
+        await s3_store.put("broken", failing())
+
+    assert caught.value is failure
+    assert await keys(raw, bucket) == []
+    assert await uploads_in_progress(raw, bucket) == []
+    with pytest.raises(BlobNotFound):
+        await s3_store.size("broken")
+
+
+async def test_source_failing_before_first_part_leaves_nothing(s3_store: s3.S3BlobStore, raw: Any, bucket: str) -> None:
+    async def failing() -> AsyncIterator[bytes]:
+        yield b"a little"
+        raise SourceFailed
+
+    with pytest.raises(SourceFailed):
+        await s3_store.put("broken", failing())
+
+    assert await keys(raw, bucket) == []
+
+
+async def test_cancelled_put_aborts_the_multipart_upload(s3_store: s3.S3BlobStore, raw: Any, bucket: str) -> None:
+    one_part_sent = asyncio.Event()
+
+    async def stalls() -> AsyncIterator[bytes]:
+        for _ in range(PART // MiB + 1):
+            yield os.urandom(MiB)
+        one_part_sent.set()
+        await asyncio.Event().wait()
+        yield b"never"
+
+    task = asyncio.create_task(s3_store.put("cancelled", stalls()))
+    await asyncio.wait_for(one_part_sent.wait(), 10)
+    assert len(await uploads_in_progress(raw, bucket)) == 1
+    task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert await uploads_in_progress(raw, bucket) == []
+    assert await keys(raw, bucket) == []
+
+
+async def test_prefix_is_applied_to_object_keys(endpoint: str, s3_store: s3.S3BlobStore, raw: Any, bucket: str) -> None:
+    await s3_store.put("messages/M1/1", pieces(b"hello", 2))
+    bare = s3.S3BlobStore.from_url(f"s3://{bucket}", endpoint_url=endpoint, region=REGION)
+    await bare.open()
+    try:
+        await bare.put("top", pieces(b"level", 2))
+        assert await read_all(bare, f"{PREFIX}/messages/M1/1") == b"hello"
+    finally:
+        await bare.close()
+
+    assert sorted(await keys(raw, bucket)) == [f"{PREFIX}/messages/M1/1", "top"]
+
+
+def test_from_url_parses_bucket_and_prefix() -> None:
+    blobs = s3.S3BlobStore.from_url("s3://my-bucket/mesh/blobs/", endpoint_url="http://127.0.0.1:1", region=REGION)
+
+    assert (blobs.bucket, blobs.prefix) == ("my-bucket", "mesh/blobs/")
+    assert s3.S3BlobStore.from_url("s3://my-bucket").prefix == ""
+
+
+@pytest.mark.parametrize("url", ["file:///tmp/blobs", "s3:///no-bucket", "s3://bucket/p?x=1"])
+def test_from_url_rejects_other_urls(url: str) -> None:
+    with pytest.raises(BlobError):
+        s3.S3BlobStore.from_url(url)
+
+
+def test_part_size_below_the_s3_minimum_is_refused() -> None:
+    # moto, like S3, rejects parts under 5 MiB (S3_UPLOAD_PART_MIN_SIZE), so tests use the real minimum too.
+    with pytest.raises(BlobError, match="part_size"):
+        s3.S3BlobStore("bucket", part_size=PART - 1)
+
+
+async def test_open_fails_naming_a_missing_bucket(endpoint: str) -> None:
+    blobs = make_store(endpoint, "no-such-bucket-here")
+
+    with pytest.raises(BlobError, match="no-such-bucket-here"):
+        await blobs.open()
+    await blobs.close()
+
+
+async def test_explicit_credentials_are_used(endpoint: str, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in fake_credentials():
+        monkeypatch.delenv(name)
+    blobs = make_store(endpoint, bucket, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
+
+    await blobs.open()
+    try:
+        await blobs.put("k", pieces(b"v", 1))
+        assert await blobs.size("k") == 1
+    finally:
+        await blobs.close()
+
+
+async def test_missing_key_raises_blob_not_found(s3_store: s3.S3BlobStore) -> None:
+    with pytest.raises(BlobNotFound):
+        await s3_store.size("missing")
+    with pytest.raises(BlobNotFound):
+        await anext(s3_store.get("missing"))
+
+
+async def test_delete_is_idempotent(s3_store: s3.S3BlobStore, raw: Any, bucket: str) -> None:
+    await s3_store.put("gone", pieces(b"bytes", 5))
+
+    await s3_store.delete("gone")
+    await s3_store.delete("gone")
+    await s3_store.delete("never-existed")
+
+    assert await keys(raw, bucket) == []
+    with pytest.raises(BlobNotFound):
+        await s3_store.size("gone")
+
+
+async def test_get_pieces_are_bounded_by_piece_size(s3_store: s3.S3BlobStore) -> None:
+    data = os.urandom(200_003)
+    await s3_store.put("pieces", pieces(data, 65_536))
+
+    got = [piece async for piece in s3_store.get("pieces", piece_size=10_000)]
+
+    assert all(0 < len(piece) <= 10_000 for piece in got)
+    assert b"".join(got) == data
+
+
+@pytest.mark.parametrize("key", ["", "/absolute", "a/../b", ".."])
+async def test_invalid_keys_are_rejected(s3_store: s3.S3BlobStore, key: str) -> None:
+    with pytest.raises(BlobError, match="invalid blob key"):
+        await s3_store.put(key, pieces(b"x", 1))
+    with pytest.raises(BlobError, match="invalid blob key"):
+        await s3_store.size(key)
+
+
+async def test_a_closed_store_refuses_calls(endpoint: str, bucket: str) -> None:
+    blobs = make_store(endpoint, bucket)
+
+    with pytest.raises(BlobError, match="not open"):
+        await blobs.size("k")
+
+
+async def test_backend_errors_are_translated(s3_store: s3.S3BlobStore, raw: Any, bucket: str) -> None:
+    await raw.delete_bucket(Bucket=bucket)
+
+    with pytest.raises(BlobError, match="NoSuchBucket") as caught:
+        await s3_store.put("k", pieces(b"v", 1))
+    assert type(caught.value) is BlobError
+
+
+async def test_unreachable_endpoint_is_a_blob_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    blobs = make_store(f"http://127.0.0.1:{closed_port}", "any-bucket")
+
+    # botocore retries a refused connection a few times, with backoff, before giving up (2-6 s).
+    with pytest.raises(BlobError, match=r"any-bucket.*Could not connect"):
+        await blobs.open()
+
+
+def test_missing_aiobotocore_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(s3, "aiobotocore", None)
+
+    with pytest.raises(BlobError, match=re.escape("pip install 'mesh-broker[s3]'")):
+        s3.S3BlobStore("bucket")
+
+
+async def test_put_memory_stays_near_part_size(endpoint: str, bucket: str) -> None:
+    total, part = 64 * MiB, 8 * MiB
+    blobs = make_store(endpoint, bucket, part_size=part)
+    await blobs.open()
+
+    async def generated() -> AsyncIterator[bytes]:
+        for index in range(total // MiB):
+            # A fresh object per piece, as a socket would give: nothing shared that could hide an allocation.
+            yield bytes([index % 256]) * MiB
+
+    tracemalloc.start()
+    try:
+        written = await blobs.put("huge", generated())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        await blobs.close()
+
+    print(f"peak traced memory for a {total // MiB} MiB put with {part // MiB} MiB parts: {peak / MiB:.1f} MiB")
+    assert written == total
+    # About two parts at once (the joined part and botocore's BytesIO copy of it): ~18 MiB measured.
+    assert peak < 3 * part

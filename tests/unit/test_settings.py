@@ -1,0 +1,129 @@
+"""broker/settings.py: MESH_* parsing, validation that names the variable, overrides, the shared key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broker.settings import DEMO_SHARED_KEY, Settings, SettingsError
+
+
+def test_defaults_without_environment() -> None:
+    assert Settings.from_env({}) == Settings()
+
+
+def test_from_env_parses_each_kind() -> None:
+    settings = Settings.from_env(
+        {
+            "MESH_HOST": "0.0.0.0",
+            "MESH_PORT": "9443",
+            "MESH_DATA_DIR": "/var/lib/mesh",
+            "MESH_SHARED_KEY": "secret",
+            "MESH_DEMO": "on",
+            "MESH_SANDBOX_ADMIN": "true",
+            "MESH_MAX_REQUEST_BYTES": "1000",
+            "MESH_INBOX_EXPIRY_DAYS": "7",
+            "MESH_AUTH_CLOCK_SKEW_SECONDS": "60",
+            "MESH_ENV_NAME": "int",
+            "MESH_BUILD_LABEL": "v1.2",
+            "OTHER_VARIABLE": "ignored",
+        }
+    )
+    assert settings.host == "0.0.0.0"
+    assert settings.port == 9443
+    assert settings.data_dir == Path("/var/lib/mesh")
+    assert settings.database_path == Path("/var/lib/mesh/mesh.sqlite3")
+    assert settings.blob_dir == Path("/var/lib/mesh/blobs")
+    assert settings.shared_key == "secret"
+    assert settings.demo is True
+    assert settings.sandbox_admin is True
+    assert settings.max_request_bytes == 1000
+    assert settings.inbox_expiry_days == 7
+    assert settings.auth_clock_skew_seconds == 60
+    assert (settings.env_name, settings.build_label) == ("int", "v1.2")
+    assert settings.tls is False
+
+
+def test_from_env_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MESH_PORT", "8123")
+    monkeypatch.setenv("MESH_DEMO", "yes")
+    settings = Settings.from_env()
+    assert (settings.port, settings.demo) == (8123, True)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(v, True) for v in ("on", "ON", "true", "yes", "1", " On ")]
+    + [(v, False) for v in ("off", "OFF", "false", "no", "0")],
+)
+def test_flags(raw: str, expected: bool) -> None:
+    assert Settings.from_env({"MESH_DEMO": raw, "MESH_SANDBOX_ADMIN": raw}).demo is expected
+    assert Settings.from_env({"MESH_SANDBOX_ADMIN": raw}).sandbox_admin is expected
+
+
+def test_empty_values_mean_unset() -> None:
+    assert Settings.from_env({"MESH_PORT": "", "MESH_DEMO": ""}) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"MESH_PORT": "eighty"}, "MESH_PORT"),
+        ({"MESH_PORT": "0"}, "MESH_PORT"),
+        ({"MESH_PORT": "70000"}, "MESH_PORT"),
+        ({"MESH_DEMO": "maybe"}, "MESH_DEMO"),
+        ({"MESH_SANDBOX_ADMIN": "y"}, "MESH_SANDBOX_ADMIN"),
+        ({"MESH_MAX_REQUEST_BYTES": "1.5"}, "MESH_MAX_REQUEST_BYTES"),
+        ({"MESH_MAX_REQUEST_BYTES": "0"}, "MESH_MAX_REQUEST_BYTES"),
+        ({"MESH_INBOX_EXPIRY_DAYS": "five"}, "MESH_INBOX_EXPIRY_DAYS"),
+        ({"MESH_AUTH_CLOCK_SKEW_SECONDS": "2h"}, "MESH_AUTH_CLOCK_SKEW_SECONDS"),
+        ({"MESH_TLS_CLIENT_CERT": "sometimes"}, "MESH_TLS_CLIENT_CERT"),
+        ({"MESH_TLS_CERT": "/c.pem"}, "MESH_TLS_KEY"),
+        ({"MESH_TLS_CLIENT_CERT": "required"}, "MESH_TLS_CLIENT_CERT"),
+    ],
+)
+def test_invalid_values_name_the_variable(environ: dict[str, str], variable: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_env(environ)
+
+
+def test_tls_client_cert_mode_is_case_insensitive() -> None:
+    settings = Settings.from_env(
+        {
+            "MESH_TLS_CERT": "/c.pem",
+            "MESH_TLS_KEY": "/k.pem",
+            "MESH_TLS_CLIENT_CA": "/ca.pem",
+            "MESH_TLS_CLIENT_CERT": " Required ",
+        }
+    )
+    assert settings.tls_client_cert == "required"
+    assert settings.tls is True
+    assert settings.tls_client_ca == Path("/ca.pem")
+
+
+def test_overrides_win_over_the_environment_and_none_is_no_override() -> None:
+    environ = {"MESH_PORT": "9000", "MESH_HOST": "0.0.0.0", "MESH_DEMO": "off"}
+    settings = Settings.from_env(environ, port=9100, host=None, demo=True)
+    assert (settings.port, settings.host, settings.demo) == (9100, "0.0.0.0", True)
+
+
+def test_overrides_are_validated_too() -> None:
+    with pytest.raises(SettingsError, match="MESH_PORT"):
+        Settings.from_env({}, port=0)
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings()
+    with pytest.raises(AttributeError):
+        settings.port = 1  # type: ignore[misc]
+    assert settings.with_(port=1234).port == 1234
+    assert settings.port == 8700
+
+
+def test_effective_shared_key() -> None:
+    assert Settings(shared_key="secret").effective_shared_key == b"secret"
+    assert Settings(shared_key="secret", demo=True).effective_shared_key == b"secret"
+    assert Settings(demo=True).effective_shared_key == DEMO_SHARED_KEY.encode()
+    with pytest.raises(SettingsError, match="MESH_SHARED_KEY"):
+        _ = Settings().effective_shared_key
