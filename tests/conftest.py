@@ -35,3 +35,39 @@ def pg_admin_dsn() -> Iterator[str]:
     with pg_server.cluster() as admin_dsn:
         pg_server.prepare_template(admin_dsn)
         yield admin_dsn
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1 for the session (started only by tests that ask for it)."""
+    from tests import s3_server
+
+    with s3_server.moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials for botocore's chain; a developer's real profile must never be used."""
+    from tests import s3_server
+
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    for name, value in s3_server.fake_credentials().items():
+        monkeypatch.setenv(name, value)
+
+
+#: The backend pairs the API and compatibility tiers run on: the embedded default and production.
+BACKENDS = ("embedded", "postgres+s3")
+
+
+async def production_settings(base: Settings, request: pytest.FixtureRequest) -> Settings:
+    """base pointed at a fresh PostgreSQL database and a fresh S3 bucket (moto)."""
+    from tests import pg_server, s3_server
+
+    request.getfixturevalue("aws_credentials")
+    dsn = await pg_server.clone_database(request.getfixturevalue("pg_admin_dsn"))
+    endpoint = request.getfixturevalue("s3_endpoint")
+    bucket = await s3_server.create_bucket(endpoint)
+    return base.with_(
+        database_url=dsn, blob_url=f"s3://{bucket}/blobs", s3_endpoint_url=endpoint, s3_region=s3_server.REGION
+    )

@@ -69,3 +69,18 @@ def moto_server(*, timeout: float = 20.0) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+async def create_bucket(endpoint: str) -> str:
+    """A fresh, uniquely named bucket on the endpoint."""
+    import uuid
+
+    import aiobotocore.session
+
+    name = f"mesh-{uuid.uuid4().hex[:16]}"
+    session = aiobotocore.session.get_session()
+    async with session.create_client(
+        "s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY
+    ) as client:
+        await client.create_bucket(Bucket=name)
+    return name

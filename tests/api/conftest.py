@@ -11,13 +11,16 @@ from aiohttp.test_utils import TestClient
 from broker.app import create_app
 from broker.settings import Settings
 from tests.api.helpers import MB1, MB2, MB3
+from tests.conftest import BACKENDS, production_settings
 from tests.support import V1, V2, Mesh
 
 AiohttpClient = Callable[..., Awaitable[TestClient]]
 
 
-@pytest.fixture
-def app(settings: Settings) -> web.Application:
+@pytest.fixture(params=BACKENDS)
+async def app(request: pytest.FixtureRequest, settings: Settings) -> web.Application:
+    if request.param == "postgres+s3":
+        settings = await production_settings(settings, request)
     return create_app(settings)
 
 

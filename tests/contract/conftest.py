@@ -15,10 +15,11 @@ import pytest
 
 from broker.blobs.filesystem import FilesystemBlobStore
 from broker.blobs.protocol import BlobStore
+from broker.blobs.s3 import S3BlobStore
 from broker.store.postgres import PostgresStore
 from broker.store.protocol import MetadataStore
 from broker.store.sqlite import SqliteStore
-from tests import pg_server
+from tests import pg_server, s3_server
 
 StoreFactory = Callable[[Path, Any], contextlib.AbstractAsyncContextManager[MetadataStore]]
 BlobFactory = Callable[[Path, Any], contextlib.AbstractAsyncContextManager[BlobStore]]
@@ -56,7 +57,27 @@ async def _postgres(tmp_path: Path, request: Any) -> AsyncIterator[MetadataStore
 
 
 STORES: dict[str, StoreFactory] = {"sqlite": _sqlite, "postgres": _postgres}
-BLOBS: dict[str, BlobFactory] = {"filesystem": _filesystem}
+
+
+@contextlib.asynccontextmanager
+async def _s3(tmp_path: Path, request: Any) -> AsyncIterator[BlobStore]:
+    endpoint = request.getfixturevalue("s3_endpoint")
+    blobs = S3BlobStore(
+        await s3_server.create_bucket(endpoint),
+        "contract",
+        endpoint_url=endpoint,
+        region=s3_server.REGION,
+        access_key=s3_server.ACCESS_KEY,
+        secret_key=s3_server.SECRET_KEY,
+    )
+    await blobs.open()
+    try:
+        yield blobs
+    finally:
+        await blobs.close()
+
+
+BLOBS: dict[str, BlobFactory] = {"filesystem": _filesystem, "s3": _s3}
 
 
 @pytest.fixture(params=sorted(STORES))
