@@ -4,7 +4,7 @@ Starts a broker on a throwaway data dir (HTTP on 127.0.0.1, demo mailboxes), the
 aiohttp client with a fixed number of concurrent workers, each with its own mailbox token stream, and prints
 p50/p90/p99 per operation. Bounded: it stops after --messages messages.
 
-    .venv/bin/python benchmarks/latency.py --messages 2000 --concurrency 8 --size 1024
+    .venv/bin/python benchmarks/latency.py --messages 2000 --concurrency 8 --size 1024 --backend both
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import count
 from pathlib import Path
@@ -52,9 +54,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_broker(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_broker(data_dir: Path, port: int, backend_env: dict[str, str]) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
     env.update(MESH_DEMO="on", MESH_DATA_DIR=str(data_dir), MESH_PORT=str(port), MESH_SHARED_KEY="TestKey")
+    env.update(backend_env)
     return subprocess.Popen(
         [sys.executable, "-m", "broker", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -140,35 +143,65 @@ async def run(base: str, messages: int, concurrency: int, size: int) -> dict[str
     return timings
 
 
+@contextmanager
+def backend(name: str) -> Iterator[dict[str, str]]:
+    """Environment for the broker: nothing for the embedded default; a throwaway PostgreSQL cluster and
+    moto's S3 server for postgres+s3 (the test suite's own helpers)."""
+    if name == "embedded":
+        yield {}
+        return
+    from tests import pg_server, s3_server
+
+    with pg_server.cluster() as admin_dsn, s3_server.moto_server() as endpoint:
+        pg_server.prepare_template(admin_dsn)
+        dsn = asyncio.run(pg_server.clone_database(admin_dsn))
+        bucket = asyncio.run(s3_server.create_bucket(endpoint))
+        yield {
+            "MESH_DATABASE_URL": dsn,
+            "MESH_BLOB_URL": f"s3://{bucket}/bench",
+            "MESH_S3_ENDPOINT_URL": endpoint,
+            "MESH_S3_REGION": s3_server.REGION,
+            **s3_server.fake_credentials(),
+        }
+
+
+def measure(name: str, args: argparse.Namespace) -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="mesh-bench-"))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/messageexchange"
+    with backend(name) as backend_env:
+        broker = start_broker(data_dir, port, backend_env)
+        try:
+            asyncio.run(wait_ready(base))
+            started = time.perf_counter()
+            timings = asyncio.run(run(base, args.messages, args.concurrency, args.size))
+            elapsed = time.perf_counter() - started
+        finally:
+            broker.send_signal(signal.SIGTERM)
+            try:
+                broker.wait(10)
+            except subprocess.TimeoutExpired:
+                broker.kill()
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+    rate = args.messages / elapsed
+    print(f"\n[{name}] messages={args.messages} concurrency={args.concurrency} size={args.size} B")
+    print(f"send+list+download+acknowledge loop: wall={elapsed:.1f} s, {rate:.0f} messages/s")
+    print(f"{'operation':<12} {'n':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}")
+    for op, samples in timings.items():
+        stats = percentiles(samples) if len(samples) > 1 else {"n": len(samples), "p50": 0, "p90": 0, "p99": 0}
+        print(f"{op:<12} {stats['n']:>6} {stats['p50']:>8.2f} {stats['p90']:>8.2f} {stats['p99']:>8.2f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--size", type=int, default=1024, help="payload bytes per message")
+    parser.add_argument("--backend", choices=("embedded", "postgres+s3", "both"), default="embedded")
     args = parser.parse_args()
-
-    data_dir = Path(tempfile.mkdtemp(prefix="mesh-bench-"))
-    port = free_port()
-    broker = start_broker(data_dir, port)
-    base = f"http://127.0.0.1:{port}/messageexchange"
-    try:
-        asyncio.run(wait_ready(base))
-        started = time.perf_counter()
-        timings = asyncio.run(run(base, args.messages, args.concurrency, args.size))
-        elapsed = time.perf_counter() - started
-    finally:
-        broker.send_signal(signal.SIGTERM)
-        try:
-            broker.wait(10)
-        except subprocess.TimeoutExpired:
-            broker.kill()
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-    print(f"messages={args.messages} concurrency={args.concurrency} size={args.size} B  wall={elapsed:.1f} s")
-    print(f"{'operation':<12} {'n':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}")
-    for op, samples in timings.items():
-        stats = percentiles(samples) if len(samples) > 1 else {"n": len(samples), "p50": 0, "p90": 0, "p99": 0}
-        print(f"{op:<12} {stats['n']:>6} {stats['p50']:>8.2f} {stats['p90']:>8.2f} {stats['p99']:>8.2f}")
+    for name in ("embedded", "postgres+s3") if args.backend == "both" else (args.backend,):
+        measure(name, args)
     return 0
 
 

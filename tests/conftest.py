@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,3 +72,26 @@ async def production_settings(base: Settings, request: pytest.FixtureRequest) ->
     return base.with_(
         database_url=dsn, blob_url=f"s3://{bucket}/blobs", s3_endpoint_url=endpoint, s3_region=s3_server.REGION
     )
+
+
+def production_environment(request: pytest.FixtureRequest) -> dict[str, str]:
+    """MESH_* and AWS variables that point a broker subprocess at a fresh database and bucket.
+
+    Synchronous (for session fixtures and subprocess brokers); the async set-up runs on its own thread.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests import pg_server, s3_server
+
+    admin_dsn = request.getfixturevalue("pg_admin_dsn")
+    endpoint = request.getfixturevalue("s3_endpoint")
+    with ThreadPoolExecutor(1) as pool:
+        dsn = pool.submit(asyncio.run, pg_server.clone_database(admin_dsn)).result()
+        bucket = pool.submit(asyncio.run, s3_server.create_bucket(endpoint)).result()
+    return {
+        "MESH_DATABASE_URL": dsn,
+        "MESH_BLOB_URL": f"s3://{bucket}/blobs",
+        "MESH_S3_ENDPOINT_URL": endpoint,
+        "MESH_S3_REGION": s3_server.REGION,
+        **s3_server.fake_credentials(),
+    }

@@ -11,6 +11,7 @@ import pytest
 import trustme
 from mesh_client import MeshClient
 
+from tests.conftest import BACKENDS, production_environment
 from tests.integration.broker_process import SHARED_KEY, BrokerProcess, server_certificates
 
 
@@ -20,15 +21,14 @@ class LiveBroker:
     ca: str
 
 
-@pytest.fixture(scope="session")
-def live_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveBroker]:
+@pytest.fixture(scope="session", params=BACKENDS)
+def live_broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveBroker]:
     root = tmp_path_factory.mktemp("compat")
     certificates = server_certificates(trustme.CA(), root / "tls")
-    broker = BrokerProcess(
-        data_dir=root / "data",
-        env={"MESH_SHARED_KEY": SHARED_KEY, "MESH_DEMO": "on", "MESH_SANDBOX_ADMIN": "on"},
-        certificates=certificates,
-    )
+    env = {"MESH_SHARED_KEY": SHARED_KEY, "MESH_DEMO": "on", "MESH_SANDBOX_ADMIN": "on"}
+    if request.param == "postgres+s3":
+        env.update(production_environment(request))
+    broker = BrokerProcess(data_dir=root / "data", env=env, certificates=certificates)
     broker.start()
     try:
         yield LiveBroker(broker.url, str(certificates.ca))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import timedelta, timezone
 
@@ -326,6 +327,16 @@ async def test_acknowledge_once_only_from_accepted(store: MetadataStore) -> None
     assert await store.acknowledge(mid, at + SECOND) is False
     assert await store.get_message(mid) == acked
     assert await store.acknowledge(message_id(2), at) is False
+
+
+async def test_concurrent_acknowledges_exactly_one_wins(store: MetadataStore) -> None:
+    mid = message_id(1)
+    await deliver(store, mid)
+    results = await asyncio.gather(*(store.acknowledge(mid, T0 + SECOND) for _ in range(8)))
+    assert sorted(results) == [False] * 7 + [True]
+    acked = await store.get_message(mid)
+    assert acked is not None
+    assert [e.status for e in acked.events].count(Status.ACKNOWLEDGED) == 1
 
 
 @pytest.mark.parametrize("status", [Status.UPLOADING, Status.UNDELIVERABLE, Status.ERROR])
