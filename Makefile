@@ -33,7 +33,7 @@ test: lint typecheck
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP_DEV)
-	$(BIN)/python benchmarks/latency.py
+	PYTHONPATH=. $(BIN)/python benchmarks/latency.py --backend both
 
 clean:
 	rm -rf $(VENV) .mesh-data .pytest_cache .mypy_cache .ruff_cache

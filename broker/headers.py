@@ -30,6 +30,9 @@ OS_VERSION = "mex-OSVersion"
 OS_ARCHITECTURE = "mex-OSArchitecture"
 JAVA_VERSION = "mex-JavaVersion"
 
+#: A handshake without these is a 400 (mesh-api.md section 4.1); mesh-client and the Java client send them.
+HANDSHAKE_REQUIRED = (CLIENT_VERSION, OS_NAME, OS_VERSION)
+
 #: Maximum lengths of send headers, as the live spec and the sandbox validate them.
 MAX_LENGTHS = {
     TO: 100,

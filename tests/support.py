@@ -67,3 +67,13 @@ class Mesh:
         assert response.status == 202, await response.text()
         body = await response.json()
         return str(body.get("message_id") or body.get("messageID"))
+
+
+#: What every official client sends on a handshake (the broker answers 400 without them).
+CLIENT_HEADERS = {
+    "mex-ClientVersion": "mesh_client==5.0.2",
+    "mex-OSName": "Linux",
+    "mex-OSVersion": "6.1",
+    "mex-OSArchitecture": "x86_64",
+    "mex-JavaVersion": "N/A",
+}

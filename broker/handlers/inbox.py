@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from broker import headers, views
+from broker.errors import ValidationFailed
 from broker.handlers.common import caller, chunk_number, int_query, message_id, version
 from broker.keys import BLOBS, DIRECTORY, MESSAGING
 from broker.services.messaging import INBOX_DEFAULT_PAGE
@@ -22,8 +23,10 @@ GZIP_WBITS = 31  # gzip container
 
 async def handshake(request: web.Request) -> web.Response:
     mailbox = caller(request)
-    client = request.headers.get(headers.CLIENT_VERSION, "") or request.headers.get("User-Agent", "")
-    await request.app[DIRECTORY].record_handshake(mailbox, client)
+    for required in headers.HANDSHAKE_REQUIRED:
+        if request.headers.get(required) is None:
+            raise ValidationFailed.missing("header", required.lower())
+    await request.app[DIRECTORY].record_handshake(mailbox, request.headers[headers.CLIENT_VERSION])
     return views.handshake(mailbox.mailbox_id, version(request))
 
 

@@ -6,11 +6,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.api.helpers import MB1, body_of, v1_error
-from tests.support import Tokens
+from tests.support import CLIENT_HEADERS, Tokens
 
 
 async def handshake(client: TestClient, accept: str | None) -> tuple[int, bytes]:
-    headers = {"Authorization": Tokens(MB1)()}
+    headers = {"Authorization": Tokens(MB1)(), **CLIENT_HEADERS}
     if accept is not None:
         headers["Accept"] = accept
     response = await client.get(f"/messageexchange/{MB1}", headers=headers)

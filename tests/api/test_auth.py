@@ -10,13 +10,13 @@ from aiohttp.test_utils import TestClient
 
 from broker.keys import DIRECTORY
 from tests.api.helpers import MB1, MB2, body_of, v1_error, v2_error
-from tests.support import V1, V2, Mesh, Tokens
+from tests.support import CLIENT_HEADERS, V1, V2, Mesh, Tokens
 
 HANDSHAKE = f"/messageexchange/{MB1}"
 
 
 async def handshake(client: TestClient, authorization: str | None, accept: str = V1) -> tuple[int, object]:
-    headers = {"Accept": accept}
+    headers = {"Accept": accept, **CLIENT_HEADERS}
     if authorization is not None:
         headers["Authorization"] = authorization
     response = await client.get(HANDSHAKE, headers=headers)
@@ -101,7 +101,8 @@ async def test_token_for_another_mailbox_is_403(client: TestClient) -> None:
 
 
 async def test_lower_case_path_mailbox_matches_upper_case_token(client: TestClient) -> None:
-    response = await client.get(f"/messageexchange/{MB1.lower()}", headers={"Authorization": Tokens(MB1)()})
+    headers = {"Authorization": Tokens(MB1)(), **CLIENT_HEADERS}
+    response = await client.get(f"/messageexchange/{MB1.lower()}", headers=headers)
     assert response.status == 200
 
 

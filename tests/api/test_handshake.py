@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.api.helpers import MB1, body_of
-from tests.support import Mesh
-
-CLIENT_HEADERS = {"mex-ClientVersion": "mesh_client==5.0.2", "mex-OSName": "Linux", "mex-OSVersion": "6.1"}
+from tests.support import CLIENT_HEADERS, Mesh
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
@@ -23,3 +21,13 @@ async def test_handshake_v2_has_empty_body(mb1: Mesh, method: str) -> None:
     response = await mb1.client.request(method, mb1.base, headers=mb1.headers(CLIENT_HEADERS))
     assert response.status == 200
     assert await response.read() == b""
+
+
+@pytest.mark.parametrize("missing", ["mex-ClientVersion", "mex-OSName", "mex-OSVersion"])
+async def test_handshake_without_a_required_client_header_is_a_validation_error(mb1: Mesh, missing: str) -> None:
+    headers = {k: v for k, v in CLIENT_HEADERS.items() if k != missing}
+    response = await mb1.client.post(mb1.base, headers=mb1.headers(headers))
+    assert response.status == 400
+    assert await response.json() == {
+        "detail": [{"type": "missing", "loc": ["header", missing.lower()], "msg": "Field required"}]
+    }

@@ -15,6 +15,7 @@ import requests
 from broker.auth import make_token
 from tests.integration.broker_process import SHARED_KEY, BrokerProcess
 from tests.integration.conftest import MakeClient
+from tests.support import CLIENT_HEADERS
 
 ALICE, BOB = "X26ABC1", "X26ABC2"
 WORKFLOW = "TEST_WORKFLOW"
@@ -90,12 +91,12 @@ def test_graceful_restart_keeps_messages_and_used_tokens(broker: BrokerProcess, 
         SHARED_KEY.encode(), BOB, "password", nonce=str(uuid.uuid4()), nonce_count=0, at=datetime.now(UTC)
     )
     handshake = f"{broker.url}/messageexchange/{BOB}"
-    assert requests.post(handshake, headers={"Authorization": token}, timeout=10).status_code == 200
+    assert requests.post(handshake, headers={"Authorization": token, **CLIENT_HEADERS}, timeout=10).status_code == 200
 
     broker.restart()
 
     # The replay cache is durable too: a token seen before the restart stays spent.
-    assert requests.post(handshake, headers={"Authorization": token}, timeout=10).status_code == 403
+    assert requests.post(handshake, headers={"Authorization": token, **CLIENT_HEADERS}, timeout=10).status_code == 403
     bob = client_for(broker, BOB)
     with bob.retrieve_message(message_id) as message:
         assert message.read() == b"kept across a clean stop"

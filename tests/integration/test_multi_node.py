@@ -15,6 +15,7 @@ from broker.auth import make_token
 from tests.conftest import production_environment
 from tests.integration.broker_process import SHARED_KEY, BrokerProcess
 from tests.integration.conftest import MakeClient
+from tests.support import CLIENT_HEADERS
 
 V2 = "application/vnd.mesh.v2+json"
 
@@ -76,7 +77,7 @@ def test_a_token_used_on_one_node_is_refused_on_another(nodes: list[BrokerProces
     token = make_token(
         SHARED_KEY.encode(), "X26ABC1", "password", nonce=str(uuid.uuid4()), nonce_count=0, at=datetime.now(UTC)
     )
-    headers = {"Authorization": token, "Accept": V2}
+    headers = {"Authorization": token, "Accept": V2, **CLIENT_HEADERS}
     with _session() as session:
         first = session.post(f"{nodes[0].url}/messageexchange/X26ABC1", headers=headers, timeout=10)
         replay = session.post(f"{nodes[1].url}/messageexchange/X26ABC1", headers=headers, timeout=10)
