@@ -59,6 +59,7 @@ def create_app(
         app[BLOBS],
         app[DIRECTORY],
         max_request_bytes=settings.max_request_bytes,
+        max_message_bytes=settings.max_message_bytes,
         inbox_expiry=expiry,
     )
     app[SANDBOX_ADMIN] = SandboxAdmin(app[STORE], app[BLOBS], inbox_expiry=expiry)

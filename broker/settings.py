@@ -54,6 +54,7 @@ class Settings:
     demo: bool = False
     sandbox_admin: bool = False
     max_request_bytes: int = 100 * 1000 * 1000
+    max_message_bytes: int = 100 * 1000 * 1000 * 1000
     inbox_expiry_days: int = 5
     auth_clock_skew_seconds: int = 2 * 3600
     env_name: str = "local"
@@ -72,8 +73,8 @@ class Settings:
             raise SettingsError(f"MESH_PORT must be between 1 and 65535, not {self.port}")
         if not 1 <= self.db_pool_min <= self.db_pool_max:
             raise SettingsError("MESH_DB_POOL_MIN must be at least 1 and at most MESH_DB_POOL_MAX")
-        if self.max_request_bytes <= 0:
-            raise SettingsError("MESH_MAX_REQUEST_BYTES must be positive")
+        if self.max_request_bytes <= 0 or self.max_message_bytes < self.max_request_bytes:
+            raise SettingsError("MESH_MAX_REQUEST_BYTES must be positive and at most MESH_MAX_MESSAGE_BYTES")
 
     @property
     def effective_shared_key(self) -> bytes:
@@ -123,6 +124,7 @@ _INTS = {
     "db_pool_min",
     "db_pool_max",
     "max_request_bytes",
+    "max_message_bytes",
     "inbox_expiry_days",
     "auth_clock_skew_seconds",
 }

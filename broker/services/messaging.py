@@ -73,6 +73,7 @@ class Messaging:
         directory: Directory,
         *,
         max_request_bytes: int,
+        max_message_bytes: int,
         inbox_expiry: timedelta,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
@@ -80,6 +81,7 @@ class Messaging:
         self._blobs = blobs
         self._directory = directory
         self._max_request_bytes = max_request_bytes
+        self._max_message_bytes = max_message_bytes
         self._inbox_expiry = inbox_expiry
         self._now = now
 
@@ -117,7 +119,7 @@ class Messaging:
                 meta=meta,
                 status=Status.ACCEPTED if complete else Status.UPLOADING,
                 created_at=now,
-                file_size=size if complete else 0,
+                file_size=size,
                 delivered_at=now if complete else None,
                 expires_at=now + self._inbox_expiry if complete else None,
                 status_at=now,
@@ -150,8 +152,10 @@ class Messaging:
         if content_encoding != message.content_encoding:
             raise BrokerError(ErrorCode.ENCODING_CHANGED, message_id=message_id)
 
+        # The whole message may not outgrow its limit either; file_size counts the chunks stored so far.
+        limit = min(self._max_request_bytes, self._max_message_bytes - message.file_size)
         key = blob_key(message_id, number)
-        size = await self._blobs.put(key, limited(body, self._max_request_bytes, message_id))
+        size = await self._blobs.put(key, limited(body, limit, message_id))
         if size == 0:
             await self._blobs.delete(key)
             raise BrokerError(ErrorCode.DATA_FILE_MISSING, message_id=message_id)

@@ -205,6 +205,7 @@ class PostgresStore:
             await conn.execute(Q["upsert_chunk"], chunk.message_id, chunk.number, chunk.blob_key, chunk.size)
             stored, size = await conn.fetchrow(Q["chunk_totals"], chunk.message_id)
             if stored < row[1]:
+                await conn.execute(Q["set_file_size"], size, chunk.message_id)
                 return ChunkOutcome.STORED
             await conn.execute(Q["deliver"], at, expires_at, size, chunk.message_id)
             await _insert_event(

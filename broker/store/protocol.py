@@ -105,7 +105,8 @@ class MetadataStore(Protocol):
 
     async def add_chunk(self, chunk: Chunk, at: datetime, expires_at: datetime) -> ChunkOutcome:
         """Store chunk n of an uploading message; the last missing chunk delivers it (status accepted,
-        delivered_at = at, expires_at, file_size = sum of chunk sizes). Re-storing a chunk replaces it and
+        delivered_at = at, expires_at). file_size is kept equal to the sum of the stored chunk sizes, while
+        uploading too. Re-storing a chunk replaces it and
         queues the replaced blob as an orphan. NOT_UPLOADING and NOT_FOUND change nothing."""
 
     async def acknowledge(self, message_id: str, at: datetime) -> bool:

@@ -437,6 +437,7 @@ def _add_chunk(conn: sqlite3.Connection, chunk: Chunk, at: int, expires_at: int)
     conn.execute(Q["upsert_chunk"], (chunk.message_id, chunk.number, chunk.blob_key, chunk.size))
     stored, size = conn.execute(Q["chunk_totals"], (chunk.message_id,)).fetchone()
     if stored < total:
+        conn.execute(Q["set_file_size"], (size, chunk.message_id))
         return ChunkOutcome.STORED
     conn.execute(Q["deliver"], (at, expires_at, size, at, chunk.message_id))
     _insert_event(

@@ -229,3 +229,18 @@ async def test_oversize_chunk_is_413(small: TestClient) -> None:
     assert body["message_id"] == message_id
     assert v2_error(body)[1] == "MessageTooLarge"
     assert await tracking_status(sender, message_id) == "uploading"
+
+
+async def test_whole_message_over_its_limit_is_413_and_stays_uploading(
+    aiohttp_client: AiohttpClient, settings: Settings
+) -> None:
+    client = await aiohttp_client(create_app(settings.with_(max_request_bytes=10, max_message_bytes=25)))
+    sender, recipient = Mesh(client, "X26ABC1"), Mesh(client, MB2)
+    message_id = await start_chunked(sender, MB2, b"0123456789", 3)
+    assert (await send_chunk(sender, message_id, 2, 3, b"0123456789")).status == 202
+    too_much = await send_chunk(sender, message_id, 3, 3, b"0123456789")
+    assert too_much.status == 413
+    assert v2_error(await body_of(too_much))[1] == "MessageTooLarge"
+    assert await tracking_status(sender, message_id) == "uploading"
+    assert (await send_chunk(sender, message_id, 3, 3, b"01234")).status == 202
+    assert await inbox_ids(recipient) == [message_id]

@@ -248,6 +248,7 @@ async def test_add_chunk_outcomes_and_delivery(store: MetadataStore) -> None:
     assert await store.add_chunk(chunk(mid, 2, 20), at - SECOND, expires) is ChunkOutcome.STORED
     pending = await store.get_message(mid)
     assert pending is not None and pending.status is Status.UPLOADING and pending.delivered_at is None
+    assert pending.file_size == 10 + 20  # the running total of stored chunks, while uploading too
     assert await inbox_ids(store) == []
 
     assert await store.add_chunk(chunk(mid, 3, 33), at, expires) is ChunkOutcome.COMPLETED

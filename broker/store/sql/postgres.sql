@@ -96,6 +96,9 @@ ON CONFLICT (message_id, chunk_number) DO UPDATE SET blob_key = excluded.blob_ke
 -- name: chunk_totals
 SELECT count(*), coalesce(sum(size), 0)::bigint FROM message_chunks WHERE message_id = $1;
 
+-- name: set_file_size
+UPDATE messages SET file_size = $1 WHERE message_id = $2;
+
 -- name: deliver
 UPDATE messages SET status = 'accepted', delivered_at = $1, expires_at = $2, file_size = $3, status_at = $1
 WHERE message_id = $4 AND status = 'uploading';

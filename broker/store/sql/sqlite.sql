@@ -96,6 +96,9 @@ ON CONFLICT (message_id, chunk_number) DO UPDATE SET blob_key = excluded.blob_ke
 -- name: chunk_totals
 SELECT count(*), coalesce(sum(size), 0) FROM message_chunks WHERE message_id = ?;
 
+-- name: set_file_size
+UPDATE messages SET file_size = ? WHERE message_id = ?;
+
 -- name: deliver
 UPDATE messages SET status = 'accepted', delivered_at = ?, expires_at = ?, file_size = ?, status_at = ?
 WHERE message_id = ? AND status = 'uploading';
