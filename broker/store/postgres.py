@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from broker.models import Chunk, Event, Mailbox, Message, MessageType, Status, Workflow
+from broker.models import Chunk, Event, Mailbox, Message, Status, Workflow
 from broker.store import queries
 from broker.store.filters import like_pattern
 from broker.store.protocol import (
@@ -16,7 +16,7 @@ from broker.store.protocol import (
     StoreError,
     WorkflowFilter,
 )
-from broker.store.rows import mailbox_from_row, mailbox_values, meta_from_json, meta_json, party_from_json, party_json
+from broker.store.rows import mailbox_from_row, mailbox_values, message_from_row, meta_json, party_json
 
 try:
     import asyncpg
@@ -333,22 +333,4 @@ async def _get_message(conn: asyncpg.Connection, message_id: str) -> Message | N
     events = tuple(
         Event(Status(e[0]), _utc(e[1]), e[2], e[3], e[4], e[5]) for e in await conn.fetch(Q["get_events"], message_id)
     )
-    return Message(
-        message_id=row[0],
-        message_type=MessageType(row[1]),
-        sender=party_from_json(row[2]),
-        recipient=party_from_json(row[3]),
-        workflow_id=row[4],
-        total_chunks=row[5],
-        content_encoding=row[6],
-        meta=meta_from_json(row[7]),
-        status=Status(row[8]),
-        created_at=_utc(row[9]),
-        file_size=row[10],
-        delivered_at=_maybe_utc(row[11]),
-        expires_at=_maybe_utc(row[12]),
-        acknowledged_at=_maybe_utc(row[13]),
-        status_at=_maybe_utc(row[14]),
-        linked_message_id=row[15],
-        events=events,
-    )
+    return message_from_row(row, events, _utc)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from broker.models import Event, Mailbox, MessageMeta, Party, Status
+from broker.models import Event, Mailbox, Message, MessageMeta, MessageType, Party, Status
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -99,4 +100,31 @@ def event_from_row(row: Any) -> Event:
         code=row[3],
         description=row[4],
         linked_message_id=row[5],
+    )
+
+
+def message_from_row(row: Any, events: tuple[Event, ...], to_time: Callable[[Any], datetime]) -> Message:
+    """A `get_message` row (the same columns in every store) as a Message; to_time reads the store's times."""
+
+    def maybe(value: Any) -> datetime | None:
+        return None if value is None else to_time(value)
+
+    return Message(
+        message_id=row[0],
+        message_type=MessageType(row[1]),
+        sender=party_from_json(row[2]),
+        recipient=party_from_json(row[3]),
+        workflow_id=row[4],
+        total_chunks=row[5],
+        content_encoding=row[6],
+        meta=meta_from_json(row[7]),
+        status=Status(row[8]),
+        created_at=to_time(row[9]),
+        file_size=row[10],
+        delivered_at=maybe(row[11]),
+        expires_at=maybe(row[12]),
+        acknowledged_at=maybe(row[13]),
+        status_at=maybe(row[14]),
+        linked_message_id=row[15],
+        events=events,
     )

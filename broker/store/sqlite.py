@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from broker.models import Chunk, Event, Mailbox, Message, MessageType, Status, Workflow
+from broker.models import Chunk, Event, Mailbox, Message, Status, Workflow
 from broker.store import queries
 from broker.store.filters import like_pattern
 from broker.store.protocol import (
@@ -28,11 +28,9 @@ from broker.store.rows import (
     from_micros,
     mailbox_from_row,
     mailbox_values,
-    maybe_datetime,
     maybe_micros,
-    meta_from_json,
+    message_from_row,
     meta_json,
-    party_from_json,
     party_json,
     to_micros,
 )
@@ -403,25 +401,7 @@ def _get_message(conn: sqlite3.Connection, message_id: str) -> Message | None:
     if row is None:
         return None
     events = tuple(event_from_row(e) for e in conn.execute(Q["get_events"], (message_id,)))
-    return Message(
-        message_id=row[0],
-        message_type=MessageType(row[1]),
-        sender=party_from_json(row[2]),
-        recipient=party_from_json(row[3]),
-        workflow_id=row[4],
-        total_chunks=row[5],
-        content_encoding=row[6],
-        meta=meta_from_json(row[7]),
-        status=Status(row[8]),
-        created_at=from_micros(row[9]),
-        file_size=row[10],
-        delivered_at=maybe_datetime(row[11]),
-        expires_at=maybe_datetime(row[12]),
-        acknowledged_at=maybe_datetime(row[13]),
-        status_at=maybe_datetime(row[14]),
-        linked_message_id=row[15],
-        events=events,
-    )
+    return message_from_row(row, events, from_micros)
 
 
 def _add_chunk(conn: sqlite3.Connection, chunk: Chunk, at: int, expires_at: int) -> ChunkOutcome:
