@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run a broker node")
+    serve.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, help="MESH_DATA_DIR")
     serve.add_argument("--database-url", help="MESH_DATABASE_URL")
     serve.add_argument("--blob-url", help="MESH_BLOB_URL")
     serve.add_argument("--host", help="MESH_HOST")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -26,10 +27,9 @@ def metadata_store(settings: Settings) -> MetadataStore:
     if scheme == "sqlite":
         return SqliteStore(Path(unquote(url[len("sqlite://") :])))
     if scheme in ("postgresql", "postgres"):
-        try:
-            from broker.store.postgres import PostgresStore
-        except ImportError as exc:  # pragma: no cover - asyncpg is optional
-            raise SettingsError(f"{exc}: pip install 'mesh-broker[postgres]'") from None
+        _require("asyncpg", "postgres", "MESH_DATABASE_URL")
+        from broker.store.postgres import PostgresStore
+
         return PostgresStore(
             url, min_size=settings.db_pool_min, max_size=settings.db_pool_max, migrate=settings.db_migrate
         )
@@ -42,11 +42,16 @@ def blob_store(settings: Settings) -> BlobStore:
     if parsed.scheme == "file":
         return FilesystemBlobStore(Path(unquote(parsed.path)))
     if parsed.scheme == "s3":
-        try:
-            from broker.blobs.s3 import S3BlobStore
-        except ImportError as exc:  # pragma: no cover - aiobotocore is optional
-            raise SettingsError(f"{exc}: pip install 'mesh-broker[s3]'") from None
+        _require("aiobotocore", "s3", "MESH_BLOB_URL")
+        from broker.blobs.s3 import S3BlobStore
+
         return S3BlobStore.from_url(
             url, endpoint_url=settings.s3_endpoint_url or None, region=settings.s3_region or None
         )
     raise SettingsError(f"MESH_BLOB_URL must start with file:/// or s3://, not {url!r}")
+
+
+def _require(module: str, extra: str, variable: str) -> None:
+    """Fail at start-up, naming the install command, when an optional backend's driver is missing."""
+    if importlib.util.find_spec(module) is None:
+        raise SettingsError(f"{variable} needs {module}, which is not installed: pip install 'mesh-broker[{extra}]'")

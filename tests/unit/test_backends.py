@@ -1,0 +1,55 @@
+"""A URL picks each backend; a missing optional driver fails with the install command."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from broker import backends
+from broker.blobs.filesystem import FilesystemBlobStore
+from broker.blobs.s3 import S3BlobStore
+from broker.settings import Settings, SettingsError
+from broker.store.postgres import PostgresStore
+from broker.store.sqlite import SqliteStore
+
+
+def test_embedded_default_lives_in_the_data_dir(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    assert isinstance(backends.metadata_store(settings), SqliteStore)
+    assert isinstance(backends.blob_store(settings), FilesystemBlobStore)
+    assert backends.database_url(settings) == f"sqlite:///{(tmp_path / 'mesh.sqlite3').resolve()}"
+    assert backends.blob_url(settings) == f"file://{(tmp_path / 'blobs').resolve()}"
+
+
+def test_urls_pick_postgres_and_s3() -> None:
+    settings = Settings(database_url="postgresql://u:p@db:5432/mesh", blob_url="s3://bucket/prefix")
+    assert isinstance(backends.metadata_store(settings), PostgresStore)
+    assert isinstance(backends.blob_store(settings), S3BlobStore)
+
+
+@pytest.mark.parametrize(
+    ("field", "url", "variable"),
+    [("database_url", "mysql://db/mesh", "MESH_DATABASE_URL"), ("blob_url", "gs://bucket", "MESH_BLOB_URL")],
+)
+def test_unknown_schemes_are_refused(field: str, url: str, variable: str) -> None:
+    settings = Settings(**{field: url})
+    with pytest.raises(SettingsError, match=variable):
+        backends.metadata_store(settings) if field == "database_url" else backends.blob_store(settings)
+
+
+@pytest.mark.parametrize(
+    ("module", "settings", "extra"),
+    [
+        ("asyncpg", Settings(database_url="postgresql://db/mesh"), "postgres"),
+        ("aiobotocore", Settings(blob_url="s3://bucket"), "s3"),
+    ],
+)
+def test_missing_driver_names_the_install_command(
+    monkeypatch: pytest.MonkeyPatch, module: str, settings: Settings, extra: str
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a))
+    with pytest.raises(SettingsError, match=rf"pip install 'mesh-broker\[{extra}\]'"):
+        backends.metadata_store(settings) if extra == "postgres" else backends.blob_store(settings)
