@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: serve test lint typecheck unit bench clean
+.PHONY: serve test lint typecheck unit bench bench-large clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ test: lint typecheck
 
 bench: $(STAMP_DEV)
 	PYTHONPATH=. $(BIN)/python benchmarks/latency.py --backend both
+
+bench-large: $(STAMP_DEV)
+	PYTHONPATH=. $(BIN)/python benchmarks/large_transfer.py
 
 clean:
 	rm -rf $(VENV) .mesh-data .pytest_cache .mypy_cache .ruff_cache

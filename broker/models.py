@@ -145,6 +145,8 @@ class Chunk:
     number: int
     blob_key: str
     size: int
+    #: Hex SHA-256 of the stored bytes ("" when unknown, e.g. rows written before it was recorded).
+    sha256: str = ""
 
 
 @dataclass(frozen=True, slots=True)

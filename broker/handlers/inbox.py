@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import zlib
 from collections.abc import AsyncIterator
@@ -11,10 +12,14 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from broker import headers, views
+from broker.blobs.protocol import BlobError
 from broker.errors import ValidationFailed
 from broker.handlers.common import caller, chunk_number, int_query, message_id, version
+from broker.integrity import ChunkCorrupted, verified
 from broker.keys import BLOBS, DIRECTORY, MESSAGING
 from broker.services.messaging import INBOX_DEFAULT_PAGE
+
+log = logging.getLogger("broker.download")
 
 #: On-the-fly gzip favours speed: the client asked for gzip to save bandwidth, not for the smallest file.
 GZIP_LEVEL = 1
@@ -74,7 +79,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     api = version(request)
     stored_gzip = message.content_encoding == "gzip"
     client_gzip = headers.accepts_gzip(request.headers.get("Accept-Encoding"))
-    blob = request.app[BLOBS].get(chunk.blob_key)
+    blob = verified(request.app[BLOBS].get(chunk.blob_key), chunk)
     length: int | None = None
     if stored_gzip and not client_gzip:
         pieces, gzip_response = _gunzipped(blob), False
@@ -95,8 +100,16 @@ async def download(request: web.Request) -> web.StreamResponse:
     if length is not None:
         response.content_length = length
     await response.prepare(request)
-    async for piece in pieces:
-        await response.write(piece)
+    try:
+        async for piece in pieces:
+            await response.write(piece)
+    except (ChunkCorrupted, BlobError):
+        # Headers are gone already: the only honest signal left is to cut the body short.
+        log.exception("download aborted", extra={"action": "download_aborted", "message_id": message.message_id})
+        response.force_close()
+        if request.transport is not None:
+            request.transport.abort()
+        return response
     await response.write_eof()
     return response
 

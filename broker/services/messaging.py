@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -12,6 +12,7 @@ from broker.blobs.protocol import BlobStore
 from broker.errors import BrokerError, ErrorCode, ValidationFailed
 from broker.headers import SendRequest
 from broker.ids import decode_cursor, encode_cursor, new_message_id
+from broker.integrity import Meter
 from broker.models import Chunk, Event, Mailbox, Message, MessageType, Party, Status
 from broker.services.directory import Directory
 from broker.store.protocol import (
@@ -38,16 +39,6 @@ class InboxPage:
 def blob_key(message_id: str, chunk_number: int) -> str:
     """Day folder, message folder, chunk file with a random suffix: re-uploads never overwrite live bytes."""
     return f"{message_id[:8]}/{message_id}/{chunk_number}.{secrets.token_hex(4)}"
-
-
-async def limited(body: AsyncIterable[bytes], limit: int, message_id: str | None = None) -> AsyncIterator[bytes]:
-    """Pass the body through, failing with 413 as soon as it grows past limit (counted while streaming)."""
-    seen = 0
-    async for piece in body:
-        seen += len(piece)
-        if seen > limit:
-            raise BrokerError(ErrorCode.MESSAGE_TOO_LARGE, message_id=message_id)
-        yield piece
 
 
 def parse_workflow_filter(text: str | None) -> WorkflowFilter | None:
@@ -100,7 +91,8 @@ class Messaging:
         now = self._now()
         message_id = new_message_id(now)
         key = blob_key(message_id, 1)
-        size = await self._blobs.put(key, limited(body, self._max_request_bytes))
+        meter = Meter(body, self._max_request_bytes)
+        size = await self._blobs.put(key, meter)
         if size == 0:
             await self._blobs.delete(key)
             raise BrokerError(ErrorCode.DATA_FILE_MISSING)
@@ -126,7 +118,7 @@ class Messaging:
                 events=(Event(Status.ACCEPTED, now, *DELIVERED),) if complete else (Event(Status.UPLOADING, now),),
             )
             try:
-                await self._store.create_message(message, Chunk(message_id, 1, key, size))
+                await self._store.create_message(message, Chunk(message_id, 1, key, size, meter.sha256))
                 return message_id
             except DuplicateMessageId:
                 message_id = new_message_id(now)
@@ -155,13 +147,15 @@ class Messaging:
         # The whole message may not outgrow its limit either; file_size counts the chunks stored so far.
         limit = min(self._max_request_bytes, self._max_message_bytes - message.file_size)
         key = blob_key(message_id, number)
-        size = await self._blobs.put(key, limited(body, limit, message_id))
+        meter = Meter(body, limit, message_id)
+        size = await self._blobs.put(key, meter)
         if size == 0:
             await self._blobs.delete(key)
             raise BrokerError(ErrorCode.DATA_FILE_MISSING, message_id=message_id)
         now = self._now()
         try:
-            outcome = await self._store.add_chunk(Chunk(message_id, number, key, size), now, now + self._inbox_expiry)
+            chunk = Chunk(message_id, number, key, size, meter.sha256)
+            outcome = await self._store.add_chunk(chunk, now, now + self._inbox_expiry)
         except BaseException:
             await asyncio.shield(self._blobs.delete(key))
             raise

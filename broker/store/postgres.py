@@ -174,7 +174,12 @@ class PostgresStore:
                 message.linked_message_id,
             )
             await conn.execute(
-                Q["insert_chunk"], first_chunk.message_id, first_chunk.number, first_chunk.blob_key, first_chunk.size
+                Q["insert_chunk"],
+                first_chunk.message_id,
+                first_chunk.number,
+                first_chunk.blob_key,
+                first_chunk.size,
+                first_chunk.sha256,
             )
             for event in message.events:
                 await _insert_event(conn, message.message_id, event)
@@ -189,7 +194,7 @@ class PostgresStore:
             if message is None:
                 return None, None
             row = await conn.fetchrow(Q["get_chunk"], message_id, number)
-        return message, None if row is None else Chunk(message_id, number, row[0], row[1])
+        return message, None if row is None else Chunk(message_id, number, row[0], row[1], row[2])
 
     async def add_chunk(self, chunk: Chunk, at: datetime, expires_at: datetime) -> ChunkOutcome:
         async with _Translate(), self.pool.acquire() as conn, conn.transaction():
@@ -202,7 +207,9 @@ class PostgresStore:
             previous = await conn.fetchrow(Q["get_chunk"], chunk.message_id, chunk.number)
             if previous is not None and previous[0] != chunk.blob_key:
                 await conn.execute(Q["queue_orphan"], previous[0], at)
-            await conn.execute(Q["upsert_chunk"], chunk.message_id, chunk.number, chunk.blob_key, chunk.size)
+            await conn.execute(
+                Q["upsert_chunk"], chunk.message_id, chunk.number, chunk.blob_key, chunk.size, chunk.sha256
+            )
             stored, size = await conn.fetchrow(Q["chunk_totals"], chunk.message_id)
             if stored < row[1]:
                 await conn.execute(Q["set_file_size"], size, chunk.message_id)

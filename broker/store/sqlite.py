@@ -224,7 +224,7 @@ class SqliteStore:
             if message is None:
                 return None, None
             row = conn.execute(Q["get_chunk"], (message_id, number)).fetchone()
-            return message, None if row is None else Chunk(message_id, number, row[0], row[1])
+            return message, None if row is None else Chunk(message_id, number, row[0], row[1], row[2])
 
         return await self._read(get)
 
@@ -390,7 +390,7 @@ def _create_message(conn: sqlite3.Connection, message: Message, first_chunk: Chu
     )
     conn.execute(
         Q["insert_chunk"],
-        (first_chunk.message_id, first_chunk.number, first_chunk.blob_key, first_chunk.size),
+        (first_chunk.message_id, first_chunk.number, first_chunk.blob_key, first_chunk.size, first_chunk.sha256),
     )
     for event in message.events:
         _insert_event(conn, message.message_id, event)
@@ -414,7 +414,7 @@ def _add_chunk(conn: sqlite3.Connection, chunk: Chunk, at: int, expires_at: int)
     previous = conn.execute(Q["get_chunk"], (chunk.message_id, chunk.number)).fetchone()
     if previous is not None and previous[0] != chunk.blob_key:
         conn.execute(Q["queue_orphan"], (previous[0], at))
-    conn.execute(Q["upsert_chunk"], (chunk.message_id, chunk.number, chunk.blob_key, chunk.size))
+    conn.execute(Q["upsert_chunk"], (chunk.message_id, chunk.number, chunk.blob_key, chunk.size, chunk.sha256))
     stored, size = conn.execute(Q["chunk_totals"], (chunk.message_id,)).fetchone()
     if stored < total:
         conn.execute(Q["set_file_size"], (size, chunk.message_id))

@@ -574,3 +574,15 @@ async def test_take_orphan_blobs_honours_the_limit_and_returns_each_once(store: 
     rest = await store.take_orphan_blobs(10)
     assert sorted(first + rest) == sorted(k for ks in keys.values() for k in ks)
     assert await store.take_orphan_blobs(10) == []
+
+
+async def test_chunk_digests_round_trip_and_follow_a_re_upload(store: MetadataStore) -> None:
+    mid = message_id(1)
+    first = replace(chunk(mid, 1, 5), sha256="a" * 64)
+    await store.create_message(uploading(mid, 3), first)
+    assert (await store.get_message_and_chunk(mid, 1))[1] == first
+    second = replace(chunk(mid, 2, 7), sha256="b" * 64)
+    assert await store.add_chunk(second, T0 + SECOND, T0 + EXPIRY) is ChunkOutcome.STORED
+    resent = replace(chunk(mid, 2, 8, suffix="b"), sha256="c" * 64)
+    assert await store.add_chunk(resent, T0 + 2 * SECOND, T0 + EXPIRY) is ChunkOutcome.STORED
+    assert (await store.get_message_and_chunk(mid, 2))[1] == resent

@@ -67,7 +67,7 @@ INSERT INTO messages (
 VALUES ($1, $2, $3, $4::jsonb, $5, $6::jsonb, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15, $16, $17, $18, $19);
 
 -- name: insert_chunk
-INSERT INTO message_chunks (message_id, chunk_number, blob_key, size) VALUES ($1, $2, $3, $4);
+INSERT INTO message_chunks (message_id, chunk_number, blob_key, size, sha256) VALUES ($1, $2, $3, $4, $5);
 
 -- name: insert_event
 INSERT INTO message_events (message_id, seq, status, at, event, code, description, linked_message_id)
@@ -84,14 +84,15 @@ SELECT status, at, event, code, description, linked_message_id
 FROM message_events WHERE message_id = $1 ORDER BY seq;
 
 -- name: get_chunk
-SELECT blob_key, size FROM message_chunks WHERE message_id = $1 AND chunk_number = $2;
+SELECT blob_key, size, sha256 FROM message_chunks WHERE message_id = $1 AND chunk_number = $2;
 
 -- name: lock_message
 SELECT status, total_chunks FROM messages WHERE message_id = $1 FOR UPDATE;
 
 -- name: upsert_chunk
-INSERT INTO message_chunks (message_id, chunk_number, blob_key, size) VALUES ($1, $2, $3, $4)
-ON CONFLICT (message_id, chunk_number) DO UPDATE SET blob_key = excluded.blob_key, size = excluded.size;
+INSERT INTO message_chunks (message_id, chunk_number, blob_key, size, sha256) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (message_id, chunk_number) DO UPDATE SET
+    blob_key = excluded.blob_key, size = excluded.size, sha256 = excluded.sha256;
 
 -- name: chunk_totals
 SELECT count(*), coalesce(sum(size), 0)::bigint FROM message_chunks WHERE message_id = $1;

@@ -67,7 +67,7 @@ INSERT INTO messages (
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: insert_chunk
-INSERT INTO message_chunks (message_id, chunk_number, blob_key, size) VALUES (?, ?, ?, ?);
+INSERT INTO message_chunks (message_id, chunk_number, blob_key, size, sha256) VALUES (?, ?, ?, ?, ?);
 
 -- name: insert_event
 INSERT INTO message_events (message_id, seq, status, at, event, code, description, linked_message_id)
@@ -84,14 +84,15 @@ SELECT status, at, event, code, description, linked_message_id
 FROM message_events WHERE message_id = ? ORDER BY seq;
 
 -- name: get_chunk
-SELECT blob_key, size FROM message_chunks WHERE message_id = ? AND chunk_number = ?;
+SELECT blob_key, size, sha256 FROM message_chunks WHERE message_id = ? AND chunk_number = ?;
 
 -- name: message_status
 SELECT status, total_chunks FROM messages WHERE message_id = ?;
 
 -- name: upsert_chunk
-INSERT INTO message_chunks (message_id, chunk_number, blob_key, size) VALUES (?, ?, ?, ?)
-ON CONFLICT (message_id, chunk_number) DO UPDATE SET blob_key = excluded.blob_key, size = excluded.size;
+INSERT INTO message_chunks (message_id, chunk_number, blob_key, size, sha256) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (message_id, chunk_number) DO UPDATE SET
+    blob_key = excluded.blob_key, size = excluded.size, sha256 = excluded.sha256;
 
 -- name: chunk_totals
 SELECT count(*), coalesce(sum(size), 0) FROM message_chunks WHERE message_id = ?;

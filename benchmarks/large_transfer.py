@@ -1,0 +1,488 @@
+"""Large chunked messages through a real `mesh-broker serve` process: upload and download speed, broker memory.
+
+For each (message size, chunk size) case it starts a broker on a throwaway data dir (demo mailboxes), sends one
+message from X26ABC1 to X26ABC2 in MESH chunks (POST .../outbox with mex-Chunk-Range 1:n, then POST
+.../outbox/{id}/{k}), downloads it chunk by chunk (GET .../inbox/{id} and .../inbox/{id}/{k}, v2, identity
+encoding), checks its SHA-256 against the sender's, and acknowledges it. The client streams both ways: payload
+bytes come from a seeded generator one block at a time, so neither side ever holds a whole chunk. The broker's
+VmRSS is sampled every 100 ms and its VmHWM read at the end of each case. The same run measures the data disk's
+fsync'd write speed (the physical limit for upload) and a cached read speed.
+
+Sizes take units: KB/MB/GB are powers of 1000 (the broker's per-request limit is 100 MB = 100,000,000 bytes),
+KiB/MiB/GiB powers of 1024. Bounded: every case has a deadline and the script stops by itself.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/large_transfer.py --quick --backend both --markdown
+    PYTHONPATH=. .venv/bin/python benchmarks/large_transfer.py --sizes 20GiB --chunks 100MB
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import math
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import aiohttp
+
+from benchmarks.latency import Tokens, backend, free_port, start_broker, wait_ready
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
+SENDER, RECIPIENT, WORKFLOW = "X26ABC1", "X26ABC2", "TEST_WORKFLOW"
+#: Payload blocks: the generator stamps each block's index into a block from a small seeded pool.
+BLOCK = MiB
+POOL_BLOCKS = 16
+#: Download pieces read from the response stream.
+READ_PIECE = 256 * 1024
+#: Free space left on the disk after a case, beyond the message itself.
+RESERVE = GiB
+SAMPLE_INTERVAL = 0.1
+
+
+def parse_size(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    if not match or match.group(2).lower() not in UNITS:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 256MiB, 100MB, 20GiB)")
+    value = int(float(match.group(1)) * UNITS[match.group(2).lower()])
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"a size must be positive, not {text!r}")
+    return value
+
+
+def parse_sizes(text: str) -> list[int]:
+    return [parse_size(part) for part in text.split(",") if part.strip()]
+
+
+def human(n: int) -> str:
+    for unit, scale in (("GiB", GiB), ("MiB", MiB)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    for unit, scale in (("GB", 1000**3), ("MB", 1000**2)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n} B" if n < MiB else f"{n / MiB:.1f} MiB"
+
+
+class Payload:
+    """Deterministic bytes: block i is pool[i mod 16] with i stamped into its first 8 bytes."""
+
+    def __init__(self, seed: int):
+        rng = random.Random(seed)
+        self._pool = [rng.randbytes(BLOCK) for _ in range(POOL_BLOCKS)]
+
+    def _block(self, index: int) -> bytes:
+        return index.to_bytes(8, "big") + self._pool[index % POOL_BLOCKS][8:]
+
+    def pieces(self, start: int, length: int) -> Iterator[bytes]:
+        """Bytes [start, start + length) of the message, at most one block per piece."""
+        position, end = start, start + length
+        while position < end:
+            index, offset = divmod(position, BLOCK)
+            take = min(BLOCK - offset, end - position)
+            block = self._block(index)
+            yield block if take == BLOCK else block[offset : offset + take]
+            position += take
+
+
+def proc_status_kib(pid: int | str, field_name: str) -> int:
+    """A kB field (VmRSS, VmHWM) of /proc/<pid>/status; 0 once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+class RssSampler(threading.Thread):
+    """VmRSS of a process every 100 ms on its own thread (the event loop may be busy), max kept per phase."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True, name="rss-sampler")
+        self.pid = pid
+        self.phase = "idle"
+        self.peak: dict[str, int] = {}
+        self.samples = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            rss = proc_status_kib(self.pid, "VmRSS")
+            phase = self.phase
+            self.peak[phase] = max(self.peak.get(phase, 0), rss)
+            self.samples += 1
+            self._stop_event.wait(SAMPLE_INTERVAL)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(5)
+
+    @property
+    def max_kib(self) -> int:
+        return max(self.peak.values(), default=0)
+
+
+@dataclass
+class Result:
+    backend: str
+    size: int
+    chunk: int
+    status: str = "ok"
+    upload_s: float = 0.0
+    download_s: float = 0.0
+    ack_ms: float = 0.0
+    slowest_upload_s: float = 0.0
+    slowest_download_s: float = 0.0
+    hwm_kib: int = 0
+    rss_start_kib: int = 0
+    rss_peak: dict[str, int] = field(default_factory=dict)
+    rss_samples: int = 0
+
+    @property
+    def chunks(self) -> int:
+        return math.ceil(self.size / self.chunk)
+
+    def rate(self, seconds: float) -> float:
+        return self.size / MiB / seconds if seconds else 0.0
+
+
+@dataclass
+class Limits:
+    write_mibs: float
+    read_mibs: float
+    generate_mibs: float
+    test_size: int
+
+
+def disk_limits(folder: Path, total: int, block: int = 8 * MiB) -> tuple[float, float]:
+    """fsync'd sequential write of total bytes in 8 MiB os.write calls, then a read of the (cached) file."""
+    data = os.urandom(block)
+    path = folder / "disk-speed.bin"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            started = time.perf_counter()
+            written = 0
+            while written < total:
+                view = memoryview(data)[: min(block, total - written)]
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                    written += n
+            os.fsync(fd)
+            write_s = time.perf_counter() - started
+        finally:
+            os.close(fd)
+        buffer = bytearray(block)
+        with open(path, "rb", buffering=0) as handle:
+            started = time.perf_counter()
+            while handle.readinto(buffer):
+                pass
+            read_s = time.perf_counter() - started
+    finally:
+        path.unlink(missing_ok=True)
+    return total / MiB / write_s, total / MiB / read_s
+
+
+def generate_rate(payload: Payload, total: int = 512 * MiB) -> float:
+    """How fast this client makes and hashes payload bytes: if near the measured rates, the client is the limit."""
+    digest = hashlib.sha256()
+    started = time.perf_counter()
+    for piece in payload.pieces(0, total):
+        digest.update(piece)
+    return total / MiB / (time.perf_counter() - started)
+
+
+async def transfer(base: str, payload: Payload, result: Result, sampler: RssSampler, read_timeout: float) -> None:
+    size, chunk, n = result.size, result.chunk, result.chunks
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout)
+    sender, recipient = Tokens(SENDER), Tokens(RECIPIENT)
+    sent_digest, got_digest = hashlib.sha256(), hashlib.sha256()
+
+    async def body(start: int, length: int) -> AsyncIterator[bytes]:
+        for piece in payload.pieces(start, length):
+            sent_digest.update(piece)
+            yield piece
+
+    async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
+        sampler.phase = "upload"
+        started = time.perf_counter()
+        message_id = ""
+        for k in range(1, n + 1):
+            start = (k - 1) * chunk
+            length = min(chunk, size - start)
+            headers = sender.headers()
+            headers.update(
+                {
+                    "mex-Chunk-Range": f"{k}:{n}",
+                    "Content-Type": "application/octet-stream",
+                    "Content-Length": str(length),
+                }
+            )
+            if k == 1:
+                url = f"{base}/{SENDER}/outbox"
+                headers.update({"mex-To": RECIPIENT, "mex-WorkflowID": WORKFLOW, "mex-LocalID": "large-transfer"})
+            else:
+                url = f"{base}/{SENDER}/outbox/{message_id}/{k}"
+            chunk_started = time.perf_counter()
+            async with session.post(url, headers=headers, data=body(start, length)) as response:
+                answer = await response.read()
+                if response.status != 202:
+                    raise RuntimeError(f"upload of chunk {k}/{n} answered {response.status}: {answer[:300]!r}")
+                if k == 1:
+                    message_id = (await response.json(content_type=None))["message_id"]
+            result.slowest_upload_s = max(result.slowest_upload_s, time.perf_counter() - chunk_started)
+        result.upload_s = time.perf_counter() - started
+
+        sampler.phase = "download"
+        started = time.perf_counter()
+        for k in range(1, n + 1):
+            expected = min(chunk, size - (k - 1) * chunk)
+            url = f"{base}/{RECIPIENT}/inbox/{message_id}" + (f"/{k}" if k > 1 else "")
+            headers = recipient.headers()
+            headers["Accept-Encoding"] = "identity"
+            chunk_started = time.perf_counter()
+            async with session.get(url, headers=headers) as response:
+                want = 206 if k < n else 200
+                if response.status != want:
+                    answer = await response.content.read(300)
+                    raise RuntimeError(f"download of chunk {k}/{n} answered {response.status}: {answer!r}")
+                if response.headers.get("mex-Chunk-Range") != f"{k}:{n}":
+                    raise RuntimeError(
+                        f"chunk {k}/{n} came with mex-Chunk-Range {response.headers.get('mex-Chunk-Range')}"
+                    )
+                if response.headers.get("Content-Encoding"):
+                    raise RuntimeError(f"chunk {k}/{n} came {response.headers['Content-Encoding']}-encoded")
+                received = 0
+                async for piece in response.content.iter_chunked(READ_PIECE):
+                    got_digest.update(piece)
+                    received += len(piece)
+                if received != expected:
+                    raise RuntimeError(f"chunk {k}/{n}: {received} bytes, expected {expected}")
+            result.slowest_download_s = max(result.slowest_download_s, time.perf_counter() - chunk_started)
+        result.download_s = time.perf_counter() - started
+        if got_digest.digest() != sent_digest.digest():
+            raise RuntimeError(f"SHA-256 mismatch: sent {sent_digest.hexdigest()}, received {got_digest.hexdigest()}")
+
+        sampler.phase = "acknowledge"
+        started = time.perf_counter()
+        async with session.put(
+            f"{base}/{RECIPIENT}/inbox/{message_id}/status/acknowledged", headers=recipient.headers()
+        ) as response:
+            await response.read()
+            if response.status != 200:
+                raise RuntimeError(f"acknowledge answered {response.status}")
+        result.ack_ms = (time.perf_counter() - started) * 1000
+        sampler.phase = "idle"
+
+
+def case_budget(size: int, args: argparse.Namespace) -> float:
+    """Seconds a case may take: startup slack plus upload and download at --min-rate."""
+    return 120.0 + 2 * size / MiB / args.min_rate
+
+
+def stop_broker(broker: subprocess.Popen[bytes]) -> None:
+    if broker.poll() is None:
+        broker.send_signal(signal.SIGTERM)
+        try:
+            broker.wait(15)
+        except subprocess.TimeoutExpired:
+            broker.kill()
+            broker.wait(5)
+
+
+def room_for(result: Result, parent: Path) -> str | None:
+    """Why the case cannot fit on disk, or None. Embedded stores a message once on disk; moto spools S3 parts
+    to temp files and then assembles the objects, so count the message twice there."""
+    needs = [(parent, result.size + RESERVE)]
+    if result.backend != "embedded":
+        needs.append((Path(tempfile.gettempdir()), 2 * result.size + RESERVE))
+    for folder, need in needs:
+        free = shutil.disk_usage(folder).free
+        if need > free:
+            return f"skipped: needs {need / GiB:.1f} GiB free on {folder}, has {free / GiB:.1f} GiB"
+    return None
+
+
+def run_case(result: Result, payload: Payload, parent: Path, args: argparse.Namespace) -> Result:
+    reason = room_for(result, parent)
+    if reason:
+        result.status = reason
+        return result
+    label = f"[{result.backend}] {human(result.size)} in {result.chunks} x {human(result.chunk)}"
+    print(f"{label} ...", file=sys.stderr, flush=True)
+    data_dir = Path(tempfile.mkdtemp(prefix="mesh-bench-large-", dir=parent))
+    budget = case_budget(result.size, args)
+    try:
+        with backend(result.backend) as backend_env:
+            port = free_port()
+            base = f"http://127.0.0.1:{port}/messageexchange"
+            broker = start_broker(data_dir, port, backend_env)
+            sampler = RssSampler(broker.pid)
+            try:
+                asyncio.run(wait_ready(base))
+                result.rss_start_kib = proc_status_kib(broker.pid, "VmRSS")
+                sampler.start()
+
+                async def bounded() -> None:
+                    async with asyncio.timeout(budget):
+                        await transfer(base, payload, result, sampler, args.read_timeout)
+
+                asyncio.run(bounded())
+            except TimeoutError:
+                result.status = f"timed out after {budget:.0f} s"
+            except Exception as exc:  # one failed case must not stop the others
+                result.status = f"failed: {exc}"
+            finally:
+                result.hwm_kib = proc_status_kib(broker.pid, "VmHWM")
+                if sampler.is_alive():
+                    sampler.stop()
+                result.rss_peak = dict(sampler.peak)
+                result.rss_samples = sampler.samples
+                stop_broker(broker)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    print(f"{label}: {result.status}", file=sys.stderr, flush=True)
+    return result
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def report(results: list[Result], limits: Limits, parent: Path, markdown: bool, label: str) -> None:
+    print(
+        f"\ndata disk ({parent}): fsync'd write {limits.write_mibs:.0f} MiB/s "
+        f"({human(limits.test_size)} in 8 MiB os.write + fsync), cached read {limits.read_mibs:.0f} MiB/s; "
+        f"client payload generate+SHA-256 {limits.generate_mibs:.0f} MiB/s"
+    )
+    header = (
+        f"{'backend':<12} {'size':>8} {'chunk':>7} {'n':>4} {'up MiB/s':>9} {'% disk':>7} {'down MiB/s':>10} "
+        f"{'VmHWM MiB':>10} {'max RSS MiB':>11}  status"
+    )
+    print(header)
+    for r in results:
+        ok = r.status == "ok"
+        up, down = r.rate(r.upload_s), r.rate(r.download_s)
+        pct = 100 * up / limits.write_mibs if limits.write_mibs else 0
+        peak = max(r.rss_peak.values(), default=0) / 1024
+        cells = (
+            f"{up:>9.1f} {pct:>6.0f}% {down:>10.1f} {r.hwm_kib / 1024:>10.0f} {peak:>11.0f}"
+            if ok
+            else f"{'-':>9} {'-':>7} {'-':>10} {'-':>10} {'-':>11}"
+        )
+        print(f"{r.backend:<12} {human(r.size):>8} {human(r.chunk):>7} {r.chunks:>4} {cells}  {r.status}")
+    for r in results:
+        if r.status == "ok":
+            peaks = ", ".join(f"{phase} {kib / 1024:.0f}" for phase, kib in r.rss_peak.items())
+            print(
+                f"  {r.backend} {human(r.size)}/{human(r.chunk)}: upload {r.upload_s:.1f} s, "
+                f"download {r.download_s:.1f} s, ack {r.ack_ms:.0f} ms; slowest chunk up {r.slowest_upload_s:.2f} s, "
+                f"down {r.slowest_download_s:.2f} s; "
+                f"broker RSS MiB at start {r.rss_start_kib / 1024:.0f}, max by phase: {peaks} ({r.rss_samples} samples)"
+            )
+    print(f"client (this process) VmHWM {proc_status_kib('self', 'VmHWM') / 1024:.0f} MiB")
+    if markdown:
+        today, head = date.today().isoformat(), label or commit()
+        print(
+            f"\nDisk: fsync'd write {limits.write_mibs:.0f} MiB/s, cached read {limits.read_mibs:.0f} MiB/s; "
+            f"client generate+SHA-256 {limits.generate_mibs:.0f} MiB/s.\n"
+        )
+        print(
+            "| Date | Commit | Backend | Size | Chunk | Chunks | Upload MiB/s | % of fsync write | Download MiB/s "
+            "| Broker VmHWM MiB | Max sampled VmRSS MiB |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in results:
+            case = f"| {today} | {head} | {r.backend} | {human(r.size)} | {human(r.chunk)} | {r.chunks} |"
+            if r.status != "ok":
+                print(f"{case} {r.status} |||||")
+                continue
+            up = r.rate(r.upload_s)
+            print(
+                f"{case} {up:.1f} | {100 * up / limits.write_mibs:.0f}% | {r.rate(r.download_s):.1f} "
+                f"| {r.hwm_kib / 1024:.0f} | {max(r.rss_peak.values(), default=0) / 1024:.0f} |"
+            )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=parse_sizes, default=parse_sizes("1GiB,5GiB"), help="message sizes (1GiB,5GiB)")
+    parser.add_argument(
+        "--chunks", type=parse_sizes, default=parse_sizes("100MB,20MB"), help="chunk sizes (100MB,20MB)"
+    )
+    parser.add_argument("--backend", choices=("embedded", "postgres+s3", "both"), default="embedded")
+    parser.add_argument("--quick", action="store_true", help="256 MiB messages only (overrides --sizes)")
+    parser.add_argument("--markdown", action="store_true", help="also print rows for benchmarks/README.md")
+    parser.add_argument("--data-parent", type=Path, default=Path(tempfile.gettempdir()), help="where data dirs go")
+    parser.add_argument("--disk-test-size", type=parse_size, default=GiB, help="bytes for the disk speed test (1GiB)")
+    parser.add_argument("--seed", type=int, default=20261125)
+    parser.add_argument("--commit", default="", help="label for the Commit column (default: git rev-parse HEAD)")
+    parser.add_argument("--min-rate", type=float, default=2.0, help="MiB/s below which a case is abandoned")
+    parser.add_argument("--read-timeout", type=float, default=120.0, help="seconds without a byte before failing")
+    args = parser.parse_args()
+    sizes = [256 * MiB] if args.quick else args.sizes
+    backends = ("embedded", "postgres+s3") if args.backend == "both" else (args.backend,)
+    parent: Path = args.data_parent
+    parent.mkdir(parents=True, exist_ok=True)
+
+    free = shutil.disk_usage(parent).free
+    if args.disk_test_size + RESERVE > free:
+        print(f"not enough room for the disk test: {free / GiB:.1f} GiB free on {parent}", file=sys.stderr)
+        return 1
+    payload = Payload(args.seed)
+    probe = Path(tempfile.mkdtemp(prefix="mesh-bench-disk-", dir=parent))
+    try:
+        write_mibs, read_mibs = disk_limits(probe, args.disk_test_size)
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+    limits = Limits(write_mibs, read_mibs, generate_rate(payload), args.disk_test_size)
+
+    results = [
+        run_case(Result(name, size, chunk), payload, parent, args)
+        for name in backends
+        for size in sizes
+        for chunk in args.chunks
+    ]
+    report(results, limits, parent, args.markdown, args.commit)
+    return 0 if all(r.status == "ok" or r.status.startswith("skipped") for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

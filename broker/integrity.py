@@ -1,0 +1,73 @@
+"""Chunk integrity: size and SHA-256 measured while bytes stream in, and checked while they stream out."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncIterable, AsyncIterator
+
+from broker.errors import BrokerError, ErrorCode
+from broker.models import Chunk
+
+log = logging.getLogger("broker.integrity")
+
+
+class ChunkCorrupted(Exception):
+    """Stored bytes no longer match the size or SHA-256 recorded when the chunk was accepted."""
+
+
+class Meter:
+    """Passes a request body through, counting and hashing it, failing with 413 past `limit` bytes."""
+
+    def __init__(self, body: AsyncIterable[bytes], limit: int, message_id: str | None = None):
+        self._body = body
+        self._limit = limit
+        self._message_id = message_id
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for piece in self._body:
+            self.size += len(piece)
+            if self.size > self._limit:
+                raise BrokerError(ErrorCode.MESSAGE_TOO_LARGE, message_id=self._message_id)
+            self._hash.update(piece)
+            yield piece
+
+
+async def verified(pieces: AsyncIterator[bytes], chunk: Chunk) -> AsyncIterator[bytes]:
+    """Yield a stored chunk's bytes, holding the last piece back until size and SHA-256 match the record.
+
+    A mismatch raises ChunkCorrupted before the final piece leaves, so a client never receives a damaged
+    chunk as if it were whole: the connection is cut short instead.
+    """
+    digest = hashlib.sha256()
+    seen = 0
+    held: bytes | None = None
+    async for piece in pieces:
+        if held is not None:
+            yield held
+        digest.update(piece)
+        seen += len(piece)
+        if seen > chunk.size:
+            break
+        held = piece
+    if seen != chunk.size or (chunk.sha256 and digest.hexdigest() != chunk.sha256):
+        log.error(
+            "stored chunk does not match its record",
+            extra={
+                "action": "chunk_corrupt",
+                "message_id": chunk.message_id,
+                "chunk_number": chunk.number,
+                "blob_key": chunk.blob_key,
+                "expected_size": chunk.size,
+                "seen_size": seen,
+            },
+        )
+        raise ChunkCorrupted(f"{chunk.message_id} chunk {chunk.number}")
+    if held is not None:
+        yield held

@@ -1,0 +1,66 @@
+"""Chunk integrity: the upload meter and the verifying download stream."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from broker.errors import BrokerError, ErrorCode
+from broker.integrity import ChunkCorrupted, Meter, verified
+from broker.models import Chunk
+
+DATA = b"0123456789" * 100
+
+
+async def pieces(data: bytes, size: int = 64) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def collect(stream: AsyncIterator[bytes]) -> list[bytes]:
+    return [piece async for piece in stream]
+
+
+def record(data: bytes, *, sha256: str | None = None) -> Chunk:
+    return Chunk("M1", 2, "k", len(data), hashlib.sha256(data).hexdigest() if sha256 is None else sha256)
+
+
+async def test_meter_counts_and_hashes_what_passes() -> None:
+    meter = Meter(pieces(DATA), limit=len(DATA))
+    assert b"".join(await collect(meter.__aiter__())) == DATA
+    assert (meter.size, meter.sha256) == (len(DATA), hashlib.sha256(DATA).hexdigest())
+
+
+async def test_meter_fails_with_413_past_the_limit() -> None:
+    meter = Meter(pieces(DATA), limit=len(DATA) - 1, message_id="M1")
+    with pytest.raises(BrokerError) as caught:
+        await collect(meter.__aiter__())
+    assert caught.value.code is ErrorCode.MESSAGE_TOO_LARGE
+    assert caught.value.message_id == "M1"
+
+
+async def test_intact_chunk_streams_whole() -> None:
+    assert b"".join(await collect(verified(pieces(DATA), record(DATA)))) == DATA
+
+
+async def test_empty_chunk_verifies() -> None:
+    assert await collect(verified(pieces(b""), record(b""))) == []
+
+
+async def test_unknown_digest_checks_size_only() -> None:
+    assert b"".join(await collect(verified(pieces(DATA), record(DATA, sha256="")))) == DATA
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [DATA[:-1] + b"X", DATA[:-10], DATA + b"extra"],
+    ids=["flipped byte", "truncated", "grown"],
+)
+async def test_damaged_chunk_never_yields_its_last_piece(stored: bytes) -> None:
+    received: list[bytes] = []
+    with pytest.raises(ChunkCorrupted):
+        async for piece in verified(pieces(stored), record(DATA)):
+            received.append(piece)
+    assert len(b"".join(received)) < len(DATA)  # the client is never handed the whole chunk
