@@ -60,6 +60,7 @@ def create_app(
         app[DIRECTORY],
         max_request_bytes=settings.max_request_bytes,
         max_message_bytes=settings.max_message_bytes,
+        max_chunks=settings.max_chunks,
         inbox_expiry=expiry,
     )
     app[SANDBOX_ADMIN] = SandboxAdmin(app[STORE], app[BLOBS], inbox_expiry=expiry)

@@ -55,6 +55,7 @@ class Settings:
     sandbox_admin: bool = False
     max_request_bytes: int = 100 * 1000 * 1000
     max_message_bytes: int = 100 * 1000 * 1000 * 1000
+    max_chunks: int = 100_000
     inbox_expiry_days: int = 5
     auth_clock_skew_seconds: int = 2 * 3600
     env_name: str = "local"
@@ -125,6 +126,7 @@ _INTS = {
     "db_pool_max",
     "max_request_bytes",
     "max_message_bytes",
+    "max_chunks",
     "inbox_expiry_days",
     "auth_clock_skew_seconds",
 }

@@ -66,6 +66,7 @@ class Messaging:
         max_request_bytes: int,
         max_message_bytes: int,
         inbox_expiry: timedelta,
+        max_chunks: int = 100_000,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
         self._store = store
@@ -73,12 +74,15 @@ class Messaging:
         self._directory = directory
         self._max_request_bytes = max_request_bytes
         self._max_message_bytes = max_message_bytes
+        self._max_chunks = max_chunks
         self._inbox_expiry = inbox_expiry
         self._now = now
 
     # Sending ---------------------------------------------------------------------------------------------
     async def send(self, sender: Mailbox, request: SendRequest, body: AsyncIterable[bytes]) -> str:
         """Store chunk 1 and the message row; a single-chunk message is delivered at once."""
+        if request.total_chunks > self._max_chunks:
+            raise BrokerError(ErrorCode.INVALID_CHUNKS)
         if request.declared_from is not None and request.declared_from.strip().upper() != sender.mailbox_id:
             raise BrokerError(ErrorCode.INVALID_FROM)
         if request.declared_type is not None and request.declared_type.strip().upper() != "DATA":

@@ -244,3 +244,12 @@ async def test_whole_message_over_its_limit_is_413_and_stays_uploading(
     assert await tracking_status(sender, message_id) == "uploading"
     assert (await send_chunk(sender, message_id, 3, 3, b"01234")).status == 202
     assert await inbox_ids(recipient) == [message_id]
+
+
+async def test_declaring_more_chunks_than_allowed_is_417(aiohttp_client: AiohttpClient, settings: Settings) -> None:
+    client = await aiohttp_client(create_app(settings.with_(max_chunks=3)))
+    sender = Mesh(client, "X26ABC1")
+    assert (await sender.send(MB2, b"ok", extra={"mex-Chunk-Range": "1:3"})).status == 202
+    refused = await sender.send(MB2, b"no", extra={"mex-Chunk-Range": "1:4"})
+    assert refused.status == 417
+    assert v2_error(await body_of(refused))[1] == "InvalidHeaderChunks"
