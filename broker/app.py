@@ -12,9 +12,11 @@ from aiohttp import web
 from broker import backends, middlewares, routes
 from broker.auth import Authenticator
 from broker.blobs.protocol import BlobStore
+from broker.budget import MemoryBudget
 from broker.keys import (
     AUTHENTICATOR,
     BLOBS,
+    BUDGET,
     DIRECTORY,
     HOUSEKEEPING,
     MESSAGING,
@@ -47,6 +49,7 @@ def create_app(
     app[STORE] = store if store is not None else backends.metadata_store(settings)
     app[BLOBS] = blobs if blobs is not None else backends.blob_store(settings)
     expiry = timedelta(days=settings.inbox_expiry_days)
+    app[BUDGET] = MemoryBudget(settings.transfer_memory_bytes)
     app[AUTHENTICATOR] = Authenticator(
         app[STORE],
         shared_key,
@@ -61,6 +64,7 @@ def create_app(
         max_request_bytes=settings.max_request_bytes,
         max_message_bytes=settings.max_message_bytes,
         max_chunks=settings.max_chunks,
+        budget=app[BUDGET],
         inbox_expiry=expiry,
     )
     app[SANDBOX_ADMIN] = SandboxAdmin(app[STORE], app[BLOBS], inbox_expiry=expiry)

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from broker.auth import Authenticator
 from broker.blobs.protocol import BlobStore
+from broker.budget import MemoryBudget
 from broker.models import Mailbox
 from broker.services.directory import Directory
 from broker.services.housekeeping import Housekeeping
@@ -19,6 +20,7 @@ from broker.store.protocol import MetadataStore
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", MetadataStore)
 BLOBS = web.AppKey("blobs", BlobStore)
+BUDGET = web.AppKey("budget", MemoryBudget)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 DIRECTORY = web.AppKey("directory", Directory)
 MESSAGING = web.AppKey("messaging", Messaging)

@@ -56,6 +56,7 @@ class Settings:
     max_request_bytes: int = 100 * 1000 * 1000
     max_message_bytes: int = 100 * 1000 * 1000 * 1000
     max_chunks: int = 100_000
+    transfer_memory_bytes: int = 256 * 1024 * 1024
     inbox_expiry_days: int = 5
     auth_clock_skew_seconds: int = 2 * 3600
     env_name: str = "local"
@@ -127,6 +128,7 @@ _INTS = {
     "max_request_bytes",
     "max_message_bytes",
     "max_chunks",
+    "transfer_memory_bytes",
     "inbox_expiry_days",
     "auth_clock_skew_seconds",
 }

@@ -27,6 +27,10 @@ class FilesystemBlobStore:
         self._threads = threads
         self._pool: ThreadPoolExecutor | None = None
 
+    @property
+    def transfer_buffer_bytes(self) -> int:
+        return WRITE_BUFFER
+
     async def open(self) -> None:
         self._root.mkdir(parents=True, exist_ok=True)
         (self._root / ".tmp").mkdir(exist_ok=True)

@@ -17,6 +17,10 @@ class BlobNotFound(BlobError):
 class BlobStore(Protocol):
     """Bytes by key. put is atomic and durable: a reader sees the whole blob or nothing."""
 
+    @property
+    def transfer_buffer_bytes(self) -> int:
+        """The most memory one put or get holds at a time (what a transfer reserves from the budget)."""
+
     async def open(self) -> None:
         """Prepare the store (create folders, open client pools)."""
 

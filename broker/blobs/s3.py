@@ -107,6 +107,11 @@ class S3BlobStore:
             raise BlobError(f"an S3 blob URL takes no query or fragment: {url!r}")
         return cls(parts.netloc, parts.path, endpoint_url=endpoint_url, region=region, **options)
 
+    @property
+    def transfer_buffer_bytes(self) -> int:
+        # A part is gathered, then copied once more by botocore while it is sent.
+        return 2 * self._part_size
+
     async def open(self) -> None:
         if self._client is not None:
             return

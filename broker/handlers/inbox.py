@@ -16,11 +16,13 @@ from broker.blobs.protocol import BlobError
 from broker.errors import ValidationFailed
 from broker.handlers.common import caller, chunk_number, int_query, message_id, version
 from broker.integrity import ChunkCorrupted, verified
-from broker.keys import BLOBS, DIRECTORY, MESSAGING
+from broker.keys import BLOBS, BUDGET, DIRECTORY, MESSAGING
 from broker.services.messaging import INBOX_DEFAULT_PAGE
 
 log = logging.getLogger("broker.download")
 
+#: Bytes read from the blob store per write to the socket; each download holds about this much.
+DOWNLOAD_PIECE = 256 * 1024
 #: On-the-fly gzip favours speed: the client asked for gzip to save bandwidth, not for the smallest file.
 GZIP_LEVEL = 1
 GZIP_WBITS = 31  # gzip container
@@ -79,7 +81,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     api = version(request)
     stored_gzip = message.content_encoding == "gzip"
     client_gzip = headers.accepts_gzip(request.headers.get("Accept-Encoding"))
-    blob = verified(request.app[BLOBS].get(chunk.blob_key), chunk)
+    blob = verified(request.app[BLOBS].get(chunk.blob_key, piece_size=DOWNLOAD_PIECE), chunk)
     length: int | None = None
     if stored_gzip and not client_gzip:
         pieces, gzip_response = _gunzipped(blob), False
@@ -101,8 +103,9 @@ async def download(request: web.Request) -> web.StreamResponse:
         response.content_length = length
     await response.prepare(request)
     try:
-        async for piece in pieces:
-            await response.write(piece)
+        async with request.app[BUDGET].reserve(DOWNLOAD_PIECE):
+            async for piece in pieces:
+                await response.write(piece)
     except (ChunkCorrupted, BlobError):
         # Headers are gone already: the only honest signal left is to cut the body short.
         log.exception("download aborted", extra={"action": "download_aborted", "message_id": message.message_id})

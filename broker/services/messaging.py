@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from broker.blobs.protocol import BlobStore
+from broker.budget import MemoryBudget
 from broker.errors import BrokerError, ErrorCode, ValidationFailed
 from broker.headers import SendRequest
 from broker.ids import decode_cursor, encode_cursor, new_message_id
@@ -67,6 +68,7 @@ class Messaging:
         max_message_bytes: int,
         inbox_expiry: timedelta,
         max_chunks: int = 100_000,
+        budget: MemoryBudget | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
         self._store = store
@@ -75,6 +77,7 @@ class Messaging:
         self._max_request_bytes = max_request_bytes
         self._max_message_bytes = max_message_bytes
         self._max_chunks = max_chunks
+        self._budget = budget or MemoryBudget(256 * 1024 * 1024)
         self._inbox_expiry = inbox_expiry
         self._now = now
 
@@ -96,7 +99,7 @@ class Messaging:
         message_id = new_message_id(now)
         key = blob_key(message_id, 1)
         meter = Meter(body, self._max_request_bytes)
-        size = await self._blobs.put(key, meter)
+        size = await self._store_bytes(key, meter)
         if size == 0:
             await self._blobs.delete(key)
             raise BrokerError(ErrorCode.DATA_FILE_MISSING)
@@ -152,7 +155,7 @@ class Messaging:
         limit = min(self._max_request_bytes, self._max_message_bytes - message.file_size)
         key = blob_key(message_id, number)
         meter = Meter(body, limit, message_id)
-        size = await self._blobs.put(key, meter)
+        size = await self._store_bytes(key, meter)
         if size == 0:
             await self._blobs.delete(key)
             raise BrokerError(ErrorCode.DATA_FILE_MISSING, message_id=message_id)
@@ -169,6 +172,11 @@ class Messaging:
         if outcome is ChunkOutcome.NOT_FOUND:
             raise BrokerError(ErrorCode.NOT_FOUND, message_id=message_id)
         raise BrokerError(ErrorCode.CHUNK_FINALISED, message_id=message_id)
+
+    async def _store_bytes(self, key: str, meter: Meter) -> int:
+        """Stream a body into the blob store within the node's transfer memory budget."""
+        async with self._budget.reserve(self._blobs.transfer_buffer_bytes):
+            return await self._blobs.put(key, meter)
 
     # Receiving -------------------------------------------------------------------------------------------
     async def download(self, recipient: Mailbox, message_id: str, number: int) -> tuple[Message, Chunk]:

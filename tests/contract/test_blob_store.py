@@ -134,3 +134,7 @@ async def test_concurrent_puts_of_different_keys(blobs: BlobStore) -> None:
     assert sizes == [len(d) for d in datas.values()]
     contents = await asyncio.gather(*(read(blobs, k, piece_size=10_000) for k in datas))
     assert contents == list(datas.values())
+
+
+async def test_transfer_buffer_is_declared(blobs: BlobStore) -> None:
+    assert blobs.transfer_buffer_bytes > 0
