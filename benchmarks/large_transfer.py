@@ -8,11 +8,18 @@ bytes come from a seeded generator one block at a time, so neither side ever hol
 VmRSS is sampled every 100 ms and its VmHWM read at the end of each case. The same run measures the data disk's
 fsync'd write speed (the physical limit for upload) and a cached read speed.
 
+--concurrent N (default 1): N senders, each with its own token stream (fresh token per request, own nonce) and
+its own message content, upload N messages of the case's size at once; when all are in, N receivers download
+and verify (SHA-256) them at once, then acknowledge them. Upload and download MiB/s are then aggregate (all N
+messages' bytes over the batch's wall time), the broker's VmHWM/VmRSS are its peak for the batch, and the disk
+check counts all N messages stored at once.
+
 Sizes take units: KB/MB/GB are powers of 1000 (the broker's per-request limit is 100 MB = 100,000,000 bytes),
 KiB/MiB/GiB powers of 1024. Bounded: every case has a deadline and the script stops by itself.
 
     PYTHONPATH=. .venv/bin/python benchmarks/large_transfer.py --quick --backend both --markdown
     PYTHONPATH=. .venv/bin/python benchmarks/large_transfer.py --sizes 20GiB --chunks 100MB
+    PYTHONPATH=. .venv/bin/python benchmarks/large_transfer.py --sizes 1GiB --chunks 100MB --concurrent 8
 """
 
 from __future__ import annotations
@@ -32,10 +39,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -68,6 +76,7 @@ READ_PIECE = 256 * 1024
 #: Free space left on the disk after a case, beyond the message itself.
 RESERVE = GiB
 SAMPLE_INTERVAL = 0.1
+T = TypeVar("T")
 
 
 def parse_size(text: str) -> int:
@@ -95,22 +104,26 @@ def human(n: int) -> str:
 
 
 class Payload:
-    """Deterministic bytes: block i is pool[i mod 16] with i stamped into its first 8 bytes."""
+    """Deterministic bytes: block i of message 0 is pool[i mod 16] with i stamped into its first 8 bytes; block i
+    of message m > 0 (--concurrent) is pool[(i + m) mod 16] with i and m stamped into its first 16 bytes, so
+    every concurrent message has its own content and SHA-256."""
 
     def __init__(self, seed: int):
         rng = random.Random(seed)
         self._pool = [rng.randbytes(BLOCK) for _ in range(POOL_BLOCKS)]
 
-    def _block(self, index: int) -> bytes:
-        return index.to_bytes(8, "big") + self._pool[index % POOL_BLOCKS][8:]
+    def _block(self, index: int, message: int = 0) -> bytes:
+        if not message:
+            return index.to_bytes(8, "big") + self._pool[index % POOL_BLOCKS][8:]
+        return index.to_bytes(8, "big") + message.to_bytes(8, "big") + self._pool[(index + message) % POOL_BLOCKS][16:]
 
-    def pieces(self, start: int, length: int) -> Iterator[bytes]:
-        """Bytes [start, start + length) of the message, at most one block per piece."""
+    def pieces(self, start: int, length: int, message: int = 0) -> Iterator[bytes]:
+        """Bytes [start, start + length) of message number `message`, at most one block per piece."""
         position, end = start, start + length
         while position < end:
             index, offset = divmod(position, BLOCK)
             take = min(BLOCK - offset, end - position)
-            block = self._block(index)
+            block = self._block(index, message)
             yield block if take == BLOCK else block[offset : offset + take]
             position += take
 
@@ -157,9 +170,13 @@ class RssSampler(threading.Thread):
 
 @dataclass
 class Result:
+    """One case. With concurrent > 1, upload_s/download_s/ack_ms are the batch's wall time (first request to last
+    answer) and rate() is the aggregate; the *_each_s lists hold each transfer's own time."""
+
     backend: str
     size: int
     chunk: int
+    concurrent: int = 1
     status: str = "ok"
     upload_s: float = 0.0
     download_s: float = 0.0
@@ -170,13 +187,24 @@ class Result:
     rss_start_kib: int = 0
     rss_peak: dict[str, int] = field(default_factory=dict)
     rss_samples: int = 0
+    upload_each_s: list[float] = field(default_factory=list)
+    download_each_s: list[float] = field(default_factory=list)
 
     @property
     def chunks(self) -> int:
         return math.ceil(self.size / self.chunk)
 
+    @property
+    def total(self) -> int:
+        """Bytes moved each way: every concurrent message."""
+        return self.size * self.concurrent
+
+    @property
+    def size_label(self) -> str:
+        return human(self.size) if self.concurrent == 1 else f"{self.concurrent} x {human(self.size)}"
+
     def rate(self, seconds: float) -> float:
-        return self.size / MiB / seconds if seconds else 0.0
+        return self.total / MiB / seconds if seconds else 0.0
 
 
 @dataclass
@@ -251,91 +279,149 @@ def generate_rate(payload: Payload, total: int = 512 * MiB) -> float:
     return total / MiB / (time.perf_counter() - started)
 
 
-async def transfer(base: str, payload: Payload, result: Result, sampler: RssSampler, read_timeout: float) -> None:
+async def together(coroutines: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run coroutines at once; the first failure cancels the rest and is raised as itself (not a group)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(coroutine) for coroutine in coroutines]
+    except BaseExceptionGroup as failures:
+        raise failures.exceptions[0] from None
+    return [task.result() for task in tasks]
+
+
+@dataclass
+class Sent:
+    message_id: str
+    digest: bytes
+
+
+async def upload(
+    session: aiohttp.ClientSession, base: str, payload: Payload, result: Result, message: int
+) -> tuple[Sent, float]:
+    """One sender: its own token stream (nonce), its own message number, chunk by chunk."""
     size, chunk, n = result.size, result.chunk, result.chunks
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout)
-    sender, recipient = Tokens(SENDER), Tokens(RECIPIENT)
-    sent_digest, got_digest = hashlib.sha256(), hashlib.sha256()
+    sender = Tokens(SENDER)
+    sent_digest = hashlib.sha256()
+    local_id = "large-transfer" if result.concurrent == 1 else f"large-transfer-{message}"
+    where = "" if result.concurrent == 1 else f" (message {message + 1}/{result.concurrent})"
 
     async def body(start: int, length: int) -> AsyncIterator[bytes]:
-        for piece in payload.pieces(start, length):
+        for piece in payload.pieces(start, length, message):
             sent_digest.update(piece)
             yield piece
 
-    async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
+    started = time.perf_counter()
+    message_id = ""
+    for k in range(1, n + 1):
+        start = (k - 1) * chunk
+        length = min(chunk, size - start)
+        headers = sender.headers()
+        headers.update(
+            {
+                "mex-Chunk-Range": f"{k}:{n}",
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(length),
+            }
+        )
+        if k == 1:
+            url = f"{base}/{SENDER}/outbox"
+            headers.update({"mex-To": RECIPIENT, "mex-WorkflowID": WORKFLOW, "mex-LocalID": local_id})
+        else:
+            url = f"{base}/{SENDER}/outbox/{message_id}/{k}"
+        chunk_started = time.perf_counter()
+        async with session.post(url, headers=headers, data=body(start, length)) as response:
+            answer = await response.read()
+            if response.status != 202:
+                raise RuntimeError(f"upload of chunk {k}/{n}{where} answered {response.status}: {answer[:300]!r}")
+            if k == 1:
+                message_id = (await response.json(content_type=None))["message_id"]
+        result.slowest_upload_s = max(result.slowest_upload_s, time.perf_counter() - chunk_started)
+    return Sent(message_id, sent_digest.digest()), time.perf_counter() - started
+
+
+async def download(
+    session: aiohttp.ClientSession, base: str, recipient: Tokens, sent: Sent, result: Result, message: int
+) -> float:
+    """One receiver (its own token stream): downloads one message chunk by chunk and checks its SHA-256."""
+    size, chunk, n = result.size, result.chunk, result.chunks
+    got_digest = hashlib.sha256()
+    where = "" if result.concurrent == 1 else f" (message {message + 1}/{result.concurrent})"
+    started = time.perf_counter()
+    for k in range(1, n + 1):
+        expected = min(chunk, size - (k - 1) * chunk)
+        url = f"{base}/{RECIPIENT}/inbox/{sent.message_id}" + (f"/{k}" if k > 1 else "")
+        headers = recipient.headers()
+        headers["Accept-Encoding"] = "identity"
+        chunk_started = time.perf_counter()
+        async with session.get(url, headers=headers) as response:
+            want = 206 if k < n else 200
+            if response.status != want:
+                answer = await response.content.read(300)
+                raise RuntimeError(f"download of chunk {k}/{n}{where} answered {response.status}: {answer!r}")
+            if response.headers.get("mex-Chunk-Range") != f"{k}:{n}":
+                raise RuntimeError(
+                    f"chunk {k}/{n}{where} came with mex-Chunk-Range {response.headers.get('mex-Chunk-Range')}"
+                )
+            if response.headers.get("Content-Encoding"):
+                raise RuntimeError(f"chunk {k}/{n}{where} came {response.headers['Content-Encoding']}-encoded")
+            received = 0
+            async for piece in response.content.iter_chunked(READ_PIECE):
+                got_digest.update(piece)
+                received += len(piece)
+            if received != expected:
+                raise RuntimeError(f"chunk {k}/{n}{where}: {received} bytes, expected {expected}")
+        result.slowest_download_s = max(result.slowest_download_s, time.perf_counter() - chunk_started)
+    elapsed = time.perf_counter() - started
+    if got_digest.digest() != sent.digest:
+        raise RuntimeError(f"SHA-256 mismatch{where}: sent {sent.digest.hex()}, received {got_digest.hexdigest()}")
+    return elapsed
+
+
+async def acknowledge(session: aiohttp.ClientSession, base: str, recipient: Tokens, sent: Sent) -> None:
+    async with session.put(
+        f"{base}/{RECIPIENT}/inbox/{sent.message_id}/status/acknowledged", headers=recipient.headers()
+    ) as response:
+        await response.read()
+        if response.status != 200:
+            raise RuntimeError(f"acknowledge answered {response.status}")
+
+
+async def transfer(base: str, payload: Payload, result: Result, sampler: RssSampler, read_timeout: float) -> None:
+    """All uploads at once, then (once every upload is in) all downloads at once, then all acknowledgements.
+    Transfer i has its own client session (connection pool); with --concurrent 1 that is one session, one
+    message, exactly the sequential case."""
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout)
+    sessions = [aiohttp.ClientSession(timeout=timeout, auto_decompress=False) for _ in range(result.concurrent)]
+    try:
+        indexes = range(result.concurrent)
         sampler.phase = "upload"
         started = time.perf_counter()
-        message_id = ""
-        for k in range(1, n + 1):
-            start = (k - 1) * chunk
-            length = min(chunk, size - start)
-            headers = sender.headers()
-            headers.update(
-                {
-                    "mex-Chunk-Range": f"{k}:{n}",
-                    "Content-Type": "application/octet-stream",
-                    "Content-Length": str(length),
-                }
-            )
-            if k == 1:
-                url = f"{base}/{SENDER}/outbox"
-                headers.update({"mex-To": RECIPIENT, "mex-WorkflowID": WORKFLOW, "mex-LocalID": "large-transfer"})
-            else:
-                url = f"{base}/{SENDER}/outbox/{message_id}/{k}"
-            chunk_started = time.perf_counter()
-            async with session.post(url, headers=headers, data=body(start, length)) as response:
-                answer = await response.read()
-                if response.status != 202:
-                    raise RuntimeError(f"upload of chunk {k}/{n} answered {response.status}: {answer[:300]!r}")
-                if k == 1:
-                    message_id = (await response.json(content_type=None))["message_id"]
-            result.slowest_upload_s = max(result.slowest_upload_s, time.perf_counter() - chunk_started)
+        uploads = await together([upload(sessions[i], base, payload, result, i) for i in indexes])
         result.upload_s = time.perf_counter() - started
+        sent = [each for each, _ in uploads]
+        result.upload_each_s = [seconds for _, seconds in uploads]
 
         sampler.phase = "download"
+        receivers = [Tokens(RECIPIENT) for _ in indexes]
         started = time.perf_counter()
-        for k in range(1, n + 1):
-            expected = min(chunk, size - (k - 1) * chunk)
-            url = f"{base}/{RECIPIENT}/inbox/{message_id}" + (f"/{k}" if k > 1 else "")
-            headers = recipient.headers()
-            headers["Accept-Encoding"] = "identity"
-            chunk_started = time.perf_counter()
-            async with session.get(url, headers=headers) as response:
-                want = 206 if k < n else 200
-                if response.status != want:
-                    answer = await response.content.read(300)
-                    raise RuntimeError(f"download of chunk {k}/{n} answered {response.status}: {answer!r}")
-                if response.headers.get("mex-Chunk-Range") != f"{k}:{n}":
-                    raise RuntimeError(
-                        f"chunk {k}/{n} came with mex-Chunk-Range {response.headers.get('mex-Chunk-Range')}"
-                    )
-                if response.headers.get("Content-Encoding"):
-                    raise RuntimeError(f"chunk {k}/{n} came {response.headers['Content-Encoding']}-encoded")
-                received = 0
-                async for piece in response.content.iter_chunked(READ_PIECE):
-                    got_digest.update(piece)
-                    received += len(piece)
-                if received != expected:
-                    raise RuntimeError(f"chunk {k}/{n}: {received} bytes, expected {expected}")
-            result.slowest_download_s = max(result.slowest_download_s, time.perf_counter() - chunk_started)
+        result.download_each_s = await together(
+            [download(sessions[i], base, receivers[i], sent[i], result, i) for i in indexes]
+        )
         result.download_s = time.perf_counter() - started
-        if got_digest.digest() != sent_digest.digest():
-            raise RuntimeError(f"SHA-256 mismatch: sent {sent_digest.hexdigest()}, received {got_digest.hexdigest()}")
 
         sampler.phase = "acknowledge"
         started = time.perf_counter()
-        async with session.put(
-            f"{base}/{RECIPIENT}/inbox/{message_id}/status/acknowledged", headers=recipient.headers()
-        ) as response:
-            await response.read()
-            if response.status != 200:
-                raise RuntimeError(f"acknowledge answered {response.status}")
+        await together([acknowledge(sessions[i], base, receivers[i], sent[i]) for i in indexes])
         result.ack_ms = (time.perf_counter() - started) * 1000
         sampler.phase = "idle"
+    finally:
+        for session in sessions:
+            await session.close()
 
 
 def case_budget(size: int, args: argparse.Namespace) -> float:
-    """Seconds a case may take: startup slack plus upload and download at --min-rate."""
+    """Seconds a case may take: startup slack plus upload and download (of every concurrent message, size being
+    their total) at --min-rate."""
     return 120.0 + 2 * size / MiB / args.min_rate
 
 
@@ -350,11 +436,12 @@ def stop_broker(broker: subprocess.Popen[bytes]) -> None:
 
 
 def room_for(result: Result, parent: Path) -> str | None:
-    """Why the case cannot fit on disk, or None. Embedded stores a message once on disk; moto spools S3 parts
-    to temp files and then assembles the objects, so count the message twice there."""
-    needs = [(parent, result.size + RESERVE)]
+    """Why the case cannot fit on disk, or None. Every concurrent message is stored at once (none is acknowledged
+    before all are downloaded). Embedded stores a message once on disk; moto spools S3 parts to temp files and
+    then assembles the objects, so count the messages twice there."""
+    needs = [(parent, result.total + RESERVE)]
     if result.backend != "embedded":
-        needs.append((Path(tempfile.gettempdir()), 2 * result.size + RESERVE))
+        needs.append((Path(tempfile.gettempdir()), 2 * result.total + RESERVE))
     for folder, need in needs:
         free = shutil.disk_usage(folder).free
         if need > free:
@@ -367,10 +454,10 @@ def run_case(result: Result, payload: Payload, parent: Path, args: argparse.Name
     if reason:
         result.status = reason
         return result
-    label = f"[{result.backend}] {human(result.size)} in {result.chunks} x {human(result.chunk)}"
+    label = f"[{result.backend}] {result.size_label} in {result.chunks} x {human(result.chunk)}"
     print(f"{label} ...", file=sys.stderr, flush=True)
     data_dir = Path(tempfile.mkdtemp(prefix="mesh-bench-large-", dir=parent))
-    budget = case_budget(result.size, args)
+    budget = case_budget(result.total, args)
     try:
         with backend(result.backend) as backend_env:
             port = free_port()
@@ -414,8 +501,9 @@ def commit() -> str:
 
 def report(results: list[Result], limits: Limits, parent: Path, markdown: bool, label: str) -> None:
     print(f"\ndata disk ({parent}): {limits.describe()}")
+    width = max([8, *(len(r.size_label) for r in results)])
     header = (
-        f"{'backend':<12} {'size':>8} {'chunk':>7} {'n':>4} {'up MiB/s':>9} {'% disk':>7} {'down MiB/s':>10} "
+        f"{'backend':<12} {'size':>{width}} {'chunk':>7} {'n':>4} {'up MiB/s':>9} {'% disk':>7} {'down MiB/s':>10} "
         f"{'VmHWM MiB':>10} {'max RSS MiB':>11}  status"
     )
     print(header)
@@ -429,16 +517,23 @@ def report(results: list[Result], limits: Limits, parent: Path, markdown: bool, 
             if ok
             else f"{'-':>9} {'-':>7} {'-':>10} {'-':>10} {'-':>11}"
         )
-        print(f"{r.backend:<12} {human(r.size):>8} {human(r.chunk):>7} {r.chunks:>4} {cells}  {r.status}")
+        print(f"{r.backend:<12} {r.size_label:>{width}} {human(r.chunk):>7} {r.chunks:>4} {cells}  {r.status}")
     for r in results:
         if r.status == "ok":
             peaks = ", ".join(f"{phase} {kib / 1024:.0f}" for phase, kib in r.rss_peak.items())
             print(
-                f"  {r.backend} {human(r.size)}/{human(r.chunk)}: upload {r.upload_s:.1f} s, "
+                f"  {r.backend} {r.size_label}/{human(r.chunk)}: upload {r.upload_s:.1f} s, "
                 f"download {r.download_s:.1f} s, ack {r.ack_ms:.0f} ms; slowest chunk up {r.slowest_upload_s:.2f} s, "
                 f"down {r.slowest_download_s:.2f} s; "
                 f"broker RSS MiB at start {r.rss_start_kib / 1024:.0f}, max by phase: {peaks} ({r.rss_samples} samples)"
             )
+            if r.concurrent > 1:
+                each_up = ", ".join(f"{t:.1f}" for t in r.upload_each_s)
+                each_down = ", ".join(f"{t:.1f}" for t in r.download_each_s)
+                print(
+                    f"    {r.concurrent} at once, MiB/s aggregate (all bytes / batch wall time); each transfer's own "
+                    f"seconds: upload {each_up}; download {each_down}"
+                )
     print(f"client (this process) VmHWM {proc_status_kib('self', 'VmHWM') / 1024:.0f} MiB")
     if markdown:
         today, head = date.today().isoformat(), label or commit()
@@ -449,7 +544,7 @@ def report(results: list[Result], limits: Limits, parent: Path, markdown: bool, 
         )
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in results:
-            case = f"| {today} | {head} | {r.backend} | {human(r.size)} | {human(r.chunk)} | {r.chunks} |"
+            case = f"| {today} | {head} | {r.backend} | {r.size_label} | {human(r.chunk)} | {r.chunks} |"
             if r.status != "ok":
                 print(f"{case} {r.status} |||||")
                 continue
@@ -475,7 +570,17 @@ def main() -> int:
     parser.add_argument("--commit", default="", help="label for the Commit column (default: git rev-parse HEAD)")
     parser.add_argument("--min-rate", type=float, default=2.0, help="MiB/s below which a case is abandoned")
     parser.add_argument("--read-timeout", type=float, default=120.0, help="seconds without a byte before failing")
+    parser.add_argument(
+        "--concurrent",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N senders upload their own message of each size at once, then N receivers download and verify "
+        "them at once; rates are aggregate MiB/s for the batch (1)",
+    )
     args = parser.parse_args()
+    if args.concurrent < 1:
+        parser.error("--concurrent must be at least 1")
     sizes = [256 * MiB] if args.quick else args.sizes
     backends = ("embedded", "postgres+s3") if args.backend == "both" else (args.backend,)
     parent: Path = args.data_parent
@@ -491,7 +596,7 @@ def main() -> int:
     limits.measure(parent)
 
     results = [
-        run_case(Result(name, size, chunk), payload, parent, args)
+        run_case(Result(name, size, chunk, args.concurrent), payload, parent, args)
         for name in backends
         for size in sizes
         for chunk in args.chunks
