@@ -20,10 +20,12 @@ from broker.keys import (
     DIRECTORY,
     HOUSEKEEPING,
     MESSAGING,
+    METRICS,
     SANDBOX_ADMIN,
     SETTINGS,
     STORE,
 )
+from broker.metrics import Metrics
 from broker.services.directory import Directory
 from broker.services.housekeeping import Housekeeping
 from broker.services.messaging import Messaging
@@ -40,7 +42,7 @@ def create_app(
     """A broker node. Stores passed in are opened and closed by the app all the same."""
     shared_key = settings.effective_shared_key  # fail now, not on the first request
     app = web.Application(
-        middlewares=[middlewares.render_errors, middlewares.authenticate],
+        middlewares=[middlewares.observe, middlewares.render_errors, middlewares.authenticate],
         client_max_size=1024 * 1024,
         # Chunks are stored exactly as sent: a gzip chunk stays gzip, to be served as-is or decoded on download.
         handler_args={"auto_decompress": False},
@@ -50,6 +52,7 @@ def create_app(
     app[BLOBS] = blobs if blobs is not None else backends.blob_store(settings)
     expiry = timedelta(days=settings.inbox_expiry_days)
     app[BUDGET] = MemoryBudget(settings.transfer_memory_bytes)
+    app[METRICS] = Metrics()
     app[AUTHENTICATOR] = Authenticator(
         app[STORE],
         shared_key,
@@ -65,6 +68,7 @@ def create_app(
         max_message_bytes=settings.max_message_bytes,
         max_chunks=settings.max_chunks,
         budget=app[BUDGET],
+        metrics=app[METRICS],
         inbox_expiry=expiry,
     )
     app[SANDBOX_ADMIN] = SandboxAdmin(app[STORE], app[BLOBS], inbox_expiry=expiry)

@@ -9,6 +9,7 @@ from aiohttp import web
 from broker.auth import Authenticator
 from broker.blobs.protocol import BlobStore
 from broker.budget import MemoryBudget
+from broker.metrics import Metrics
 from broker.models import Mailbox
 from broker.services.directory import Directory
 from broker.services.housekeeping import Housekeeping
@@ -21,6 +22,7 @@ SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", MetadataStore)
 BLOBS = web.AppKey("blobs", BlobStore)
 BUDGET = web.AppKey("budget", MemoryBudget)
+METRICS = web.AppKey("metrics", Metrics)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 DIRECTORY = web.AppKey("directory", Directory)
 MESSAGING = web.AppKey("messaging", Messaging)

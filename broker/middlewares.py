@@ -1,4 +1,4 @@
-"""Request middlewares, outermost first: request id + error rendering, then authentication.
+"""Request middlewares, outermost first: metrics, then request id + error rendering, then authentication.
 
 Errors are rendered outermost so that auth failures, validation failures and handler errors all leave in
 the MESH v1 or v2 error shape the caller's Accept header asks for.
@@ -9,15 +9,36 @@ from __future__ import annotations
 import logging
 import secrets
 import ssl
+import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from broker import headers, views
 from broker.errors import BrokerError, ValidationFailed
-from broker.keys import API_VERSION, AUTHENTICATOR, MAILBOX, REQUEST_ID, ROUTE_AUTH, Auth
+from broker.keys import API_VERSION, AUTHENTICATOR, MAILBOX, METRICS, REQUEST_ID, ROUTE_AUTH, Auth
 
 log = logging.getLogger("broker.http")
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Latency by route template (never the raw path, whose IDs would explode the label set)."""
+    metrics = request.app[METRICS]
+    metrics.requests_in_flight.inc()
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        metrics.requests_in_flight.dec()
+        route = request.match_info.route.resource
+        template = route.canonical if route is not None else "unmatched"
+        metrics.request_duration.labels(template, request.method, f"{status // 100}xx").observe(
+            time.perf_counter() - started
+        )
 
 
 @web.middleware
@@ -31,6 +52,7 @@ async def render_errors(request: web.Request, handler: Handler) -> web.StreamRes
             return views.error(exc, headers.V1)
         return await handler(request)
     except BrokerError as exc:
+        _count(request, exc)
         return views.error(exc, request[API_VERSION])
     except ValidationFailed as exc:
         return views.validation_error(exc)
@@ -66,6 +88,14 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         _peer_certificate(request),
     )
     return await handler(request)
+
+
+def _count(request: web.Request, exc: BrokerError) -> None:
+    metrics = request.app[METRICS]
+    spec = exc.code.spec
+    metrics.errors.labels(str(spec.status), spec.code or exc.code.name).inc()
+    if exc.code.name.startswith("AUTH_"):
+        metrics.auth_failures.labels(exc.code.name.removeprefix("AUTH_").lower()).inc()
 
 
 def _peer_certificate(request: web.Request) -> dict[str, object] | None:

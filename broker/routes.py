@@ -31,6 +31,7 @@ API = (
     Route("GET", "/_status", ops.ping, Auth.NONE),
     Route("GET", "/health", ops.ping, Auth.NONE),
     Route("GET", "/healthcheck", ops.ping, Auth.NONE),
+    Route("GET", "/metrics", ops.metrics, Auth.NONE),
     Route("GET", MX + "/endpointlookup/{ods_code}/{workflow_id}", lookup.endpoint_lookup, Auth.OPTIONAL),
     Route("GET", MX + "/workflowsearch/{workflow_id}", lookup.workflow_search, Auth.OPTIONAL),
     Route("GET", MB, inbox.handshake),

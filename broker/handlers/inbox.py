@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 import zlib
 from collections.abc import AsyncIterator
 from urllib.parse import urlencode
@@ -16,7 +17,7 @@ from broker.blobs.protocol import BlobError
 from broker.errors import ValidationFailed
 from broker.handlers.common import caller, chunk_number, int_query, message_id, version
 from broker.integrity import ChunkCorrupted, verified
-from broker.keys import BLOBS, BUDGET, DIRECTORY, MESSAGING
+from broker.keys import BLOBS, BUDGET, DIRECTORY, MESSAGING, METRICS
 from broker.services.messaging import INBOX_DEFAULT_PAGE
 
 log = logging.getLogger("broker.download")
@@ -101,12 +102,17 @@ async def download(request: web.Request) -> web.StreamResponse:
     )
     if length is not None:
         response.content_length = length
+    metrics = request.app[METRICS]
+    started = time.perf_counter()
     await response.prepare(request)
     try:
         async with request.app[BUDGET].reserve(DOWNLOAD_PIECE):
             async for piece in pieces:
                 await response.write(piece)
-    except (ChunkCorrupted, BlobError):
+                metrics.bytes_sent.inc(len(piece))
+    except (ChunkCorrupted, BlobError) as exc:
+        if isinstance(exc, ChunkCorrupted):
+            metrics.chunks_corrupt.inc()
         # Headers are gone already: the only honest signal left is to cut the body short.
         log.exception("download aborted", extra={"action": "download_aborted", "message_id": message.message_id})
         response.force_close()
@@ -114,6 +120,7 @@ async def download(request: web.Request) -> web.StreamResponse:
             request.transport.abort()
         return response
     await response.write_eof()
+    metrics.chunk_download_duration.observe(time.perf_counter() - started)
     return response
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from broker.errors import BrokerError, ErrorCode, ValidationFailed
 from broker.headers import SendRequest
 from broker.ids import decode_cursor, encode_cursor, new_message_id
 from broker.integrity import Meter
+from broker.metrics import Metrics
 from broker.models import Chunk, Event, Mailbox, Message, MessageType, Party, Status
 from broker.services.directory import Directory
 from broker.store.protocol import (
@@ -69,6 +71,7 @@ class Messaging:
         inbox_expiry: timedelta,
         max_chunks: int = 100_000,
         budget: MemoryBudget | None = None,
+        metrics: Metrics | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
         self._store = store
@@ -78,6 +81,7 @@ class Messaging:
         self._max_message_bytes = max_message_bytes
         self._max_chunks = max_chunks
         self._budget = budget or MemoryBudget(256 * 1024 * 1024)
+        self._metrics = metrics or Metrics()
         self._inbox_expiry = inbox_expiry
         self._now = now
 
@@ -126,6 +130,10 @@ class Messaging:
             )
             try:
                 await self._store.create_message(message, Chunk(message_id, 1, key, size, meter.sha256))
+                workflow = self._metrics.workflow(request.workflow_id)
+                self._metrics.messages_sent.labels(workflow).inc()
+                if complete:
+                    self._metrics.messages_delivered.labels(workflow).inc()
                 return message_id
             except DuplicateMessageId:
                 message_id = new_message_id(now)
@@ -167,6 +175,8 @@ class Messaging:
             await asyncio.shield(self._blobs.delete(key))
             raise
         if outcome in (ChunkOutcome.STORED, ChunkOutcome.COMPLETED):
+            if outcome is ChunkOutcome.COMPLETED:
+                self._metrics.messages_delivered.labels(self._metrics.workflow(message.workflow_id)).inc()
             return outcome is ChunkOutcome.COMPLETED
         await self._blobs.delete(key)
         if outcome is ChunkOutcome.NOT_FOUND:
@@ -175,8 +185,12 @@ class Messaging:
 
     async def _store_bytes(self, key: str, meter: Meter) -> int:
         """Stream a body into the blob store within the node's transfer memory budget."""
+        started = time.perf_counter()
         async with self._budget.reserve(self._blobs.transfer_buffer_bytes):
-            return await self._blobs.put(key, meter)
+            size = await self._blobs.put(key, meter)
+        self._metrics.chunk_upload_duration.observe(time.perf_counter() - started)
+        self._metrics.bytes_received.inc(size)
+        return size
 
     # Receiving -------------------------------------------------------------------------------------------
     async def download(self, recipient: Mailbox, message_id: str, number: int) -> tuple[Message, Chunk]:
@@ -212,8 +226,8 @@ class Messaging:
             raise BrokerError(ErrorCode.MESSAGE_NOT_FOUND, message_id=message_id)
         if message.recipient.mailbox_id != recipient.mailbox_id:
             raise BrokerError(ErrorCode.FORBIDDEN, message_id=message_id)
-        if message.status is Status.ACCEPTED:
-            await self._store.acknowledge(message_id, self._now())
+        if message.status is Status.ACCEPTED and await self._store.acknowledge(message_id, self._now()):
+            self._metrics.messages_acknowledged.labels(self._metrics.workflow(message.workflow_id)).inc()
 
     async def inbox(
         self,

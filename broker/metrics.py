@@ -1,0 +1,99 @@
+"""Prometheus metrics on a per-app registry; routes are labelled by template, workflows by a bounded set."""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+import broker
+
+#: Request latency buckets from 1 ms to 10 s: the KPIs sit at 0.2 s (median) and 1 s (p99).
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Chunk transfers take longer: up to 100 MB each.
+TRANSFER_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+OTHER = "other"
+
+
+class BoundedLabels:
+    """Admits the first `limit` distinct values of a label and folds the rest into "other", so a sender
+    inventing workflow IDs cannot grow the registry without bound."""
+
+    def __init__(self, limit: int):
+        self._limit = limit
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        with self._lock:
+            if len(self._seen) < self._limit:
+                self._seen.add(value)
+                return value
+        return OTHER
+
+
+class Metrics:
+    """Every metric the broker exports. One instance per app, so tests and several apps never collide."""
+
+    def __init__(self, *, workflow_label_limit: int = 50):
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.workflow = BoundedLabels(workflow_label_limit)
+        r = self.registry
+        self.request_duration = Histogram(
+            "mesh_http_request_duration_seconds",
+            "HTTP request latency by route template, method and status class.",
+            ("route", "method", "status_class"),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.requests_in_flight = Gauge("mesh_http_requests_in_flight", "Requests being handled now.", registry=r)
+        self.messages_sent = Counter(
+            "mesh_messages_sent_total", "Messages accepted from senders (chunk 1 stored).", ("workflow",), registry=r
+        )
+        self.messages_delivered = Counter(
+            "mesh_messages_delivered_total",
+            "Messages placed in a recipient's inbox (every chunk stored).",
+            ("workflow",),
+            registry=r,
+        )
+        self.messages_acknowledged = Counter(
+            "mesh_messages_acknowledged_total", "Messages acknowledged by recipients.", ("workflow",), registry=r
+        )
+        self.errors = Counter(
+            "mesh_errors_total",
+            "MESH error responses by HTTP status and MESH code (auth failures included).",
+            ("status", "code"),
+            registry=r,
+        )
+        self.auth_failures = Counter(
+            "mesh_auth_failures_total", "Rejected NHSMESH tokens by reason.", ("reason",), registry=r
+        )
+        self.bytes_received = Counter("mesh_bytes_received_total", "Message bytes stored from senders.", registry=r)
+        self.bytes_sent = Counter("mesh_bytes_sent_total", "Message bytes sent to recipients.", registry=r)
+        self.chunk_upload_duration = Histogram(
+            "mesh_chunk_upload_duration_seconds",
+            "Time to stream one chunk into the blob store.",
+            buckets=TRANSFER_BUCKETS,
+            registry=r,
+        )
+        self.chunk_download_duration = Histogram(
+            "mesh_chunk_download_duration_seconds",
+            "Time to stream one chunk to a recipient.",
+            buckets=TRANSFER_BUCKETS,
+            registry=r,
+        )
+        self.chunks_corrupt = Counter(
+            "mesh_chunks_corrupt_total", "Downloads cut short because stored bytes failed verification.", registry=r
+        )
+        Info("mesh_build", "The running broker's version.", registry=r).info({"version": _version()})
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mesh-broker")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+        return getattr(broker, "__version__", "unknown")

@@ -1,0 +1,62 @@
+"""/metrics: Prometheus text, no MESH auth, latency by route template, message and error counters."""
+
+from __future__ import annotations
+
+from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.api.helpers import MB1, MB2
+from tests.support import Mesh
+
+
+async def samples(client: TestClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert response.content_type == "text/plain"
+    found = {}
+    for family in text_string_to_metric_families(await response.text()):
+        for sample in family.samples:
+            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return found
+
+
+def value(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    return found.get((name, frozenset(labels.items())), 0.0)
+
+
+async def test_a_message_cycle_is_counted(client: TestClient, mb1: Mesh, mb2: Mesh) -> None:
+    message_id = await mb1.send_ok(MB2, b"counted")
+    download = await client.get(f"{mb2.base}/inbox/{message_id}", headers=mb2.headers({"Accept-Encoding": "identity"}))
+    assert await download.read() == b"counted"
+    ack = await client.put(f"{mb2.base}/inbox/{message_id}/status/acknowledged", headers=mb2.headers())
+    assert ack.status == 200
+
+    found = await samples(client)
+    assert value(found, "mesh_messages_sent_total", workflow="TEST_WORKFLOW") == 1
+    assert value(found, "mesh_messages_delivered_total", workflow="TEST_WORKFLOW") == 1
+    assert value(found, "mesh_messages_acknowledged_total", workflow="TEST_WORKFLOW") == 1
+    assert value(found, "mesh_bytes_received_total") == len(b"counted")
+    assert value(found, "mesh_bytes_sent_total") == len(b"counted")
+    send_route = {"route": "/messageexchange/{mailbox_id}/outbox", "method": "POST", "status_class": "2xx"}
+    assert value(found, "mesh_http_request_duration_seconds_count", **send_route) == 1
+    assert value(found, "mesh_chunk_upload_duration_seconds_count") == 1
+    assert value(found, "mesh_chunk_download_duration_seconds_count") == 1
+    assert [v for (name, _labels), v in found.items() if name == "mesh_build_info"] == [1.0]
+
+
+async def test_errors_and_auth_failures_are_counted_by_code(client: TestClient, mb1: Mesh) -> None:
+    assert (await mb1.send("NOBODY", b"x")).status == 417
+    response = await client.get(f"/messageexchange/{MB1}/inbox", headers={"Authorization": f"NHSMESH {MB1}:x"})
+    assert response.status == 403
+
+    found = await samples(client)
+    assert value(found, "mesh_errors_total", status="417", code="12") == 1
+    assert value(found, "mesh_auth_failures_total", reason="header_unreadable") == 1
+
+
+async def test_raw_paths_never_become_labels(client: TestClient, mb2: Mesh) -> None:
+    for unknown in ("20260101000000000000_AAAAAA", "20260101000000000000_BBBBBB"):
+        await client.get(f"{mb2.base}/inbox/{unknown}", headers=mb2.headers())
+    routes = {dict(labels).get("route") for (name, labels) in await samples(client) if name.startswith("mesh_http")}
+    assert "/messageexchange/{mailbox_id}/inbox/{message_id}" in routes
+    assert not any(route and "AAAAAA" in route for route in routes)
