@@ -139,7 +139,8 @@ def _serve(args: argparse.Namespace) -> int:
             print(demo_banner(url, settings), flush=True)
 
     app.on_startup.append(announce)
-    _install_uvloop()
+    if settings.event_loop == "uvloop":
+        _install_uvloop()
     web.run_app(
         app,
         host=settings.host,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
 
 from broker.errors import BrokerError, ErrorCode
 from broker.models import Chunk
@@ -39,6 +40,34 @@ class Meter:
             yield piece
 
 
+def file_matches(path: Path, chunk: Chunk, block: int = 1024 * 1024) -> bool:
+    """Whether a stored file still has the chunk's recorded size and SHA-256 (blocking: run it on a thread)."""
+    digest = hashlib.sha256()
+    seen = 0
+    with path.open("rb", buffering=0) as handle:
+        while data := handle.read(block):
+            digest.update(data)
+            seen += len(data)
+    matches = seen == chunk.size and (not chunk.sha256 or digest.hexdigest() == chunk.sha256)
+    if not matches:
+        _log_corrupt(chunk, seen)
+    return matches
+
+
+def _log_corrupt(chunk: Chunk, seen: int) -> None:
+    log.error(
+        "stored chunk does not match its record",
+        extra={
+            "action": "chunk_corrupt",
+            "message_id": chunk.message_id,
+            "chunk_number": chunk.number,
+            "blob_key": chunk.blob_key,
+            "expected_size": chunk.size,
+            "seen_size": seen,
+        },
+    )
+
+
 async def verified(pieces: AsyncIterator[bytes], chunk: Chunk) -> AsyncIterator[bytes]:
     """Yield a stored chunk's bytes, holding the last piece back until size and SHA-256 match the record.
 
@@ -57,17 +86,7 @@ async def verified(pieces: AsyncIterator[bytes], chunk: Chunk) -> AsyncIterator[
             break
         held = piece
     if seen != chunk.size or (chunk.sha256 and digest.hexdigest() != chunk.sha256):
-        log.error(
-            "stored chunk does not match its record",
-            extra={
-                "action": "chunk_corrupt",
-                "message_id": chunk.message_id,
-                "chunk_number": chunk.number,
-                "blob_key": chunk.blob_key,
-                "expected_size": chunk.size,
-                "seen_size": seen,
-            },
-        )
+        _log_corrupt(chunk, seen)
         raise ChunkCorrupted(f"{chunk.message_id} chunk {chunk.number}")
     if held is not None:
         yield held

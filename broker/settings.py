@@ -10,6 +10,7 @@ from typing import Any
 
 DEMO_SHARED_KEY = "TestKey"
 CLIENT_CERT_MODES = ("off", "optional", "required")
+EVENT_LOOPS = ("uvloop", "asyncio")
 
 
 class SettingsError(ValueError):
@@ -59,6 +60,7 @@ class Settings:
     transfer_memory_bytes: int = 256 * 1024 * 1024
     inbox_expiry_days: int = 5
     auth_clock_skew_seconds: int = 2 * 3600
+    event_loop: str = "uvloop"
     env_name: str = "local"
     build_label: str = "latest"
 
@@ -67,6 +69,8 @@ class Settings:
             raise SettingsError(
                 f"MESH_TLS_CLIENT_CERT must be one of {', '.join(CLIENT_CERT_MODES)}, not {self.tls_client_cert!r}"
             )
+        if self.event_loop not in EVENT_LOOPS:
+            raise SettingsError(f"MESH_EVENT_LOOP must be one of {', '.join(EVENT_LOOPS)}, not {self.event_loop!r}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise SettingsError("MESH_TLS_CERT and MESH_TLS_KEY must be set together")
         if self.tls_client_cert != "off" and (self.tls_cert is None or self.tls_client_ca is None):
@@ -142,6 +146,6 @@ def _convert(field_name: str, env_name: str, raw: str) -> Any:
         return _int(env_name, raw)
     if field_name in _FLAGS:
         return _flag(env_name, raw)
-    if field_name == "tls_client_cert":
+    if field_name in ("tls_client_cert", "event_loop"):
         return raw.strip().lower()
     return raw

@@ -56,6 +56,9 @@ class FilesystemBlobStore:
         except OSError as exc:
             raise BlobError(f"filesystem error: {exc}") from exc
 
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
     async def put(self, key: str, data: AsyncIterable[bytes]) -> int:
         final = self._path(key)
         temp = self._root / ".tmp" / f"{secrets.token_hex(8)}.part"

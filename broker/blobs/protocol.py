@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
 from typing import Protocol
 
 
@@ -26,6 +27,9 @@ class BlobStore(Protocol):
 
     async def close(self) -> None:
         """Release resources."""
+
+    def local_path(self, key: str) -> Path | None:
+        """A local file holding the blob's bytes, for zero-copy sends; None where there is none (S3)."""
 
     async def put(self, key: str, data: AsyncIterable[bytes]) -> int:
         """Stream data under key and return its size. Durable when it returns. If data raises, nothing is

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -111,6 +112,9 @@ class S3BlobStore:
     def transfer_buffer_bytes(self) -> int:
         # A part is gathered, then copied once more by botocore while it is sent.
         return 2 * self._part_size
+
+    def local_path(self, key: str) -> Path | None:
+        return None
 
     async def open(self) -> None:
         if self._client is not None:

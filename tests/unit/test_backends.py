@@ -53,3 +53,10 @@ def test_missing_driver_names_the_install_command(
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a))
     with pytest.raises(SettingsError, match=rf"pip install 'mesh-broker\[{extra}\]'"):
         backends.metadata_store(settings) if extra == "postgres" else backends.blob_store(settings)
+
+
+def test_event_loop_setting_is_validated() -> None:
+    assert Settings.from_env({"MESH_EVENT_LOOP": "asyncio"}).event_loop == "asyncio"
+    assert Settings().event_loop == "uvloop"
+    with pytest.raises(SettingsError, match="MESH_EVENT_LOOP"):
+        Settings.from_env({"MESH_EVENT_LOOP": "trio"})

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from broker.errors import BrokerError, ErrorCode
-from broker.integrity import ChunkCorrupted, Meter, verified
+from broker.integrity import ChunkCorrupted, Meter, file_matches, verified
 from broker.models import Chunk
 
 DATA = b"0123456789" * 100
@@ -64,3 +65,14 @@ async def test_damaged_chunk_never_yields_its_last_piece(stored: bytes) -> None:
         async for piece in verified(pieces(stored), record(DATA)):
             received.append(piece)
     assert len(b"".join(received)) < len(DATA)  # the client is never handed the whole chunk
+
+
+def test_file_matches_checks_size_and_digest(tmp_path: Path) -> None:
+    stored = tmp_path / "chunk"
+    stored.write_bytes(DATA)
+    assert file_matches(stored, record(DATA))
+    assert file_matches(stored, record(DATA, sha256=""))
+    stored.write_bytes(DATA[:-1] + b"X")
+    assert not file_matches(stored, record(DATA))
+    stored.write_bytes(DATA[:-1])
+    assert not file_matches(stored, record(DATA, sha256=""))
