@@ -11,6 +11,7 @@ from aiohttp import web
 
 from broker import backends, middlewares, routes
 from broker.auth import Authenticator
+from broker.blobs.metered import MeteredBlobStore
 from broker.blobs.protocol import BlobStore
 from broker.budget import MemoryBudget
 from broker.keys import (
@@ -34,6 +35,8 @@ from broker.settings import Settings
 from broker.store.protocol import MetadataStore
 
 HOUSEKEEPING_INTERVAL_SECONDS = 60.0
+#: How often the inbox depth and pool gauges are refreshed from the store.
+METRICS_SAMPLE_SECONDS = 15.0
 
 
 def create_app(
@@ -49,10 +52,11 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[STORE] = store if store is not None else backends.metadata_store(settings)
-    app[BLOBS] = blobs if blobs is not None else backends.blob_store(settings)
+    app[METRICS] = Metrics()
+    inner_blobs = blobs if blobs is not None else backends.blob_store(settings)
+    app[BLOBS] = MeteredBlobStore(inner_blobs, app[METRICS], backend=type(inner_blobs).__name__)
     expiry = timedelta(days=settings.inbox_expiry_days)
     app[BUDGET] = MemoryBudget(settings.transfer_memory_bytes)
-    app[METRICS] = Metrics()
     app[AUTHENTICATOR] = Authenticator(
         app[STORE],
         shared_key,
@@ -94,8 +98,13 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(app[HOUSEKEEPING].run_forever(HOUSEKEEPING_INTERVAL_SECONDS))
+    tasks = [
+        asyncio.create_task(app[HOUSEKEEPING].run_forever(HOUSEKEEPING_INTERVAL_SECONDS)),
+        asyncio.create_task(app[HOUSEKEEPING].sample_forever(app[METRICS], METRICS_SAMPLE_SECONDS)),
+    ]
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -87,6 +87,18 @@ class Metrics:
         self.chunks_corrupt = Counter(
             "mesh_chunks_corrupt_total", "Downloads cut short because stored bytes failed verification.", registry=r
         )
+        self.blob_operation_duration = Histogram(
+            "mesh_blob_operation_duration_seconds",
+            "Blob store operations (a get spans the whole streamed read).",
+            ("operation", "backend"),
+            buckets=TRANSFER_BUCKETS,
+            registry=r,
+        )
+        self.inbox_messages = Gauge(
+            "mesh_inbox_messages", "Messages waiting in inboxes (accepted, not acknowledged), sampled.", registry=r
+        )
+        self.db_pool_size = Gauge("mesh_db_pool_connections", "Database pool connections open.", registry=r)
+        self.db_pool_in_use = Gauge("mesh_db_pool_connections_in_use", "Database pool connections busy.", registry=r)
         Info("mesh_build", "The running broker's version.", registry=r).info({"version": _version()})
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from broker.blobs.protocol import BlobError, BlobStore
+from broker.metrics import Metrics
 from broker.store.protocol import MetadataStore, StoreError
 
 log = logging.getLogger("broker.housekeeping")
@@ -39,6 +40,22 @@ class Housekeeping:
     async def run_once(self) -> None:
         await self._store.purge_tokens(self._now())
         await self.collect_orphans()
+
+    async def sample(self, metrics: Metrics) -> None:
+        """Refresh the gauges that come from the store: inbox depth and database pool use."""
+        metrics.inbox_messages.set(await self._store.count_accepted())
+        usage = self._store.pool_usage()
+        if usage is not None:
+            metrics.db_pool_size.set(usage[0])
+            metrics.db_pool_in_use.set(usage[1])
+
+    async def sample_forever(self, metrics: Metrics, interval_seconds: float) -> None:
+        while True:
+            try:
+                await self.sample(metrics)
+            except StoreError:
+                log.exception("metrics sampling failed", extra={"action": "sample_failed"})
+            await asyncio.sleep(interval_seconds)
 
     async def run_forever(self, interval_seconds: float) -> None:
         while True:

@@ -270,6 +270,16 @@ class PostgresStore:
         async with _Translate():
             return int(await self.pool.fetchval(Q["count_inbox"], recipient))
 
+    async def count_accepted(self) -> int:
+        async with _Translate():
+            return int(await self.pool.fetchval(Q["count_accepted"]))
+
+    def pool_usage(self) -> tuple[int, int] | None:
+        if self._pool is None:
+            return None
+        size = self._pool.get_size()
+        return size, size - self._pool.get_idle_size()
+
     async def find_by_local_id(self, sender: str, local_id: str, limit: int = 2) -> list[Message]:
         async with _Translate(), self.pool.acquire() as conn:
             ids = [r[0] for r in await conn.fetch(Q["find_by_local_id"], sender, local_id, limit)]

@@ -130,6 +130,12 @@ class MetadataStore(Protocol):
     async def count_inbox(self, recipient: str) -> int:
         """How many accepted messages wait in the recipient's inbox."""
 
+    async def count_accepted(self) -> int:
+        """How many accepted messages wait across all inboxes (the inbox-depth gauge)."""
+
+    def pool_usage(self) -> tuple[int, int] | None:
+        """(open, busy) connections of a pooled store; None for stores without a pool."""
+
     async def find_by_local_id(self, sender: str, local_id: str, limit: int = 2) -> list[Message]:
         """The sender's messages with this local ID, newest first."""
 

@@ -291,6 +291,12 @@ class SqliteStore:
     async def count_inbox(self, recipient: str) -> int:
         return await self._read(lambda conn: int(conn.execute(Q["count_inbox"], (recipient,)).fetchone()[0]))
 
+    async def count_accepted(self) -> int:
+        return await self._read(lambda conn: int(conn.execute(Q["count_accepted"]).fetchone()[0]))
+
+    def pool_usage(self) -> tuple[int, int] | None:
+        return None
+
     async def find_by_local_id(self, sender: str, local_id: str, limit: int = 2) -> list[Message]:
         def find(conn: sqlite3.Connection) -> list[Message]:
             ids = [r[0] for r in conn.execute(Q["find_by_local_id"], (sender, local_id, limit))]

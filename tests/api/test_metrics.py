@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from broker.keys import HOUSEKEEPING, METRICS
 from tests.api.helpers import MB1, MB2
 from tests.support import Mesh
 
@@ -60,3 +61,15 @@ async def test_raw_paths_never_become_labels(client: TestClient, mb2: Mesh) -> N
     routes = {dict(labels).get("route") for (name, labels) in await samples(client) if name.startswith("mesh_http")}
     assert "/messageexchange/{mailbox_id}/inbox/{message_id}" in routes
     assert not any(route and "AAAAAA" in route for route in routes)
+
+
+async def test_blob_operations_inbox_depth_are_exported(client: TestClient, mb1: Mesh) -> None:
+    await mb1.send_ok(MB2, b"waiting")
+    app = client.app
+    assert app is not None
+    await app[HOUSEKEEPING].sample(app[METRICS])
+
+    found = await samples(client)
+    assert value(found, "mesh_inbox_messages") == 1
+    puts = [v for (name, labels), v in found.items() if name == "mesh_blob_operation_duration_seconds_count"]
+    assert puts and sum(puts) >= 1

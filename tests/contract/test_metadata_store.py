@@ -586,3 +586,18 @@ async def test_chunk_digests_round_trip_and_follow_a_re_upload(store: MetadataSt
     resent = replace(chunk(mid, 2, 8, suffix="b"), sha256="c" * 64)
     assert await store.add_chunk(resent, T0 + 2 * SECOND, T0 + EXPIRY) is ChunkOutcome.STORED
     assert (await store.get_message_and_chunk(mid, 2))[1] == resent
+
+
+async def test_count_accepted_spans_every_inbox(store: MetadataStore) -> None:
+    assert await store.count_accepted() == 0
+    await deliver(store, message_id(1))
+    await deliver(store, message_id(2))
+    await store.create_message(uploading(message_id(3), 2), chunk(message_id(3), 1))
+    assert await store.count_accepted() == 2
+    await store.acknowledge(message_id(1), T0 + SECOND)
+    assert await store.count_accepted() == 1
+
+
+async def test_pool_usage_is_open_and_busy_connections_or_none(store: MetadataStore) -> None:
+    usage = store.pool_usage()
+    assert usage is None or (usage[0] >= 1 and 0 <= usage[1] <= usage[0])

@@ -121,6 +121,9 @@ WHERE recipient = $1 AND message_id = $2 AND delivered_at IS NOT NULL;
 -- name: count_inbox
 SELECT count(*) FROM messages WHERE recipient = $1 AND status = 'accepted';
 
+-- name: count_accepted
+SELECT count(*) FROM messages WHERE status = 'accepted';
+
 -- name: find_by_local_id
 SELECT message_id FROM messages WHERE sender = $1 AND local_id = $2 ORDER BY created_at DESC LIMIT $3;
 

@@ -121,6 +121,9 @@ WHERE recipient = ? AND message_id = ? AND delivered_at IS NOT NULL;
 -- name: count_inbox
 SELECT count(*) FROM messages WHERE recipient = ? AND status = 'accepted';
 
+-- name: count_accepted
+SELECT count(*) FROM messages WHERE status = 'accepted';
+
 -- name: find_by_local_id
 SELECT message_id FROM messages WHERE sender = ? AND local_id = ? ORDER BY created_at DESC LIMIT ?;
 
