@@ -16,7 +16,7 @@ from broker.store.protocol import (
     StoreError,
     WorkflowFilter,
 )
-from broker.store.rows import mailbox_from_row, mailbox_values, message_from_row, meta_json, party_json
+from broker.store.rows import mailbox_from_row, mailbox_values, message_from_row, message_values
 
 try:
     import asyncpg
@@ -151,28 +151,7 @@ class PostgresStore:
     # Messages --------------------------------------------------------------------------------------------
     async def create_message(self, message: Message, first_chunk: Chunk) -> None:
         async with _Translate(), self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                Q["insert_message"],
-                message.message_id,
-                message.message_type.value,
-                message.sender.mailbox_id,
-                party_json(message.sender),
-                message.recipient.mailbox_id,
-                party_json(message.recipient),
-                message.workflow_id,
-                message.total_chunks,
-                message.content_encoding,
-                meta_json(message.meta),
-                message.meta.local_id,
-                message.status.value,
-                message.file_size,
-                message.created_at,
-                message.delivered_at,
-                message.expires_at,
-                message.acknowledged_at,
-                message.status_at or message.created_at,
-                message.linked_message_id,
-            )
+            await conn.execute(Q["insert_message"], *message_values(message, _same))
             await conn.execute(
                 Q["insert_chunk"],
                 first_chunk.message_id,
@@ -299,6 +278,10 @@ class PostgresStore:
     async def take_orphan_blobs(self, limit: int) -> list[str]:
         async with _Translate():
             return [r[0] for r in await self.pool.fetch(Q["take_orphans"], limit)]
+
+
+def _same(value: datetime) -> datetime:
+    return value
 
 
 def _utc(value: datetime) -> datetime:

@@ -128,3 +128,32 @@ def message_from_row(row: Any, events: tuple[Event, ...], to_time: Callable[[Any
         linked_message_id=row[15],
         events=events,
     )
+
+
+def message_values(message: Message, from_time: Callable[[datetime], Any]) -> tuple[Any, ...]:
+    """The `insert_message` parameters (the same columns in every store); from_time writes the store's times."""
+
+    def maybe(value: datetime | None) -> Any:
+        return None if value is None else from_time(value)
+
+    return (
+        message.message_id,
+        message.message_type.value,
+        message.sender.mailbox_id,
+        party_json(message.sender),
+        message.recipient.mailbox_id,
+        party_json(message.recipient),
+        message.workflow_id,
+        message.total_chunks,
+        message.content_encoding,
+        meta_json(message.meta),
+        message.meta.local_id,
+        message.status.value,
+        message.file_size,
+        from_time(message.created_at),
+        maybe(message.delivered_at),
+        maybe(message.expires_at),
+        maybe(message.acknowledged_at),
+        from_time(message.status_at or message.created_at),
+        message.linked_message_id,
+    )

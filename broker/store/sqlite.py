@@ -28,10 +28,8 @@ from broker.store.rows import (
     from_micros,
     mailbox_from_row,
     mailbox_values,
-    maybe_micros,
     message_from_row,
-    meta_json,
-    party_json,
+    message_values,
     to_micros,
 )
 
@@ -370,30 +368,7 @@ def _insert_event(conn: sqlite3.Connection, message_id: str, event: Event) -> No
 
 
 def _create_message(conn: sqlite3.Connection, message: Message, first_chunk: Chunk) -> None:
-    conn.execute(
-        Q["insert_message"],
-        (
-            message.message_id,
-            message.message_type.value,
-            message.sender.mailbox_id,
-            party_json(message.sender),
-            message.recipient.mailbox_id,
-            party_json(message.recipient),
-            message.workflow_id,
-            message.total_chunks,
-            message.content_encoding,
-            meta_json(message.meta),
-            message.meta.local_id,
-            message.status.value,
-            message.file_size,
-            to_micros(message.created_at),
-            maybe_micros(message.delivered_at),
-            maybe_micros(message.expires_at),
-            maybe_micros(message.acknowledged_at),
-            to_micros(message.status_at or message.created_at),
-            message.linked_message_id,
-        ),
-    )
+    conn.execute(Q["insert_message"], message_values(message, to_micros))
     conn.execute(
         Q["insert_chunk"],
         (first_chunk.message_id, first_chunk.number, first_chunk.blob_key, first_chunk.size, first_chunk.sha256),
