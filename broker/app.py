@@ -14,6 +14,7 @@ from broker.auth import Authenticator
 from broker.blobs.metered import MeteredBlobStore
 from broker.blobs.protocol import BlobStore
 from broker.budget import MemoryBudget
+from broker.ids import RequestIds
 from broker.keys import (
     AUTHENTICATOR,
     BLOBS,
@@ -22,6 +23,7 @@ from broker.keys import (
     HOUSEKEEPING,
     MESSAGING,
     METRICS,
+    REQUEST_IDS,
     SANDBOX_ADMIN,
     SETTINGS,
     STORE,
@@ -51,6 +53,7 @@ def create_app(
         handler_args={"auto_decompress": False},
     )
     app[SETTINGS] = settings
+    app[REQUEST_IDS] = RequestIds()
     app[STORE] = store if store is not None else backends.metadata_store(settings)
     app[METRICS] = Metrics()
     inner_blobs = blobs if blobs is not None else backends.blob_store(settings)

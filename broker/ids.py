@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import secrets
 from datetime import datetime
 
@@ -38,3 +39,15 @@ def decode_cursor(token: str) -> InboxCursor | None:
         return InboxCursor(from_micros(micros), message_id)
     except (ValueError, OverflowError, OSError):
         return None
+
+
+class RequestIds:
+    """Request IDs unique per node start: a random prefix and a counter. Drawing random bytes per request
+    showed up in profiles (os.urandom and the GIL hand-back); a counter costs nothing."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(4)
+        self._numbers = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}-{next(self._numbers)}"

@@ -9,6 +9,7 @@ from aiohttp import web
 from broker.auth import Authenticator
 from broker.blobs.protocol import BlobStore
 from broker.budget import MemoryBudget
+from broker.ids import RequestIds
 from broker.metrics import Metrics
 from broker.models import Mailbox
 from broker.services.directory import Directory
@@ -43,3 +44,4 @@ ROUTE_AUTH = web.AppKey("route_auth", dict[web.AbstractRoute, Auth])
 MAILBOX = web.RequestKey("mailbox", Mailbox)
 API_VERSION = web.RequestKey("api_version", int)
 REQUEST_ID = web.RequestKey("request_id", str)
+REQUEST_IDS = web.AppKey("request_ids", RequestIds)

@@ -7,7 +7,6 @@ the MESH v1 or v2 error shape the caller's Accept header asks for.
 from __future__ import annotations
 
 import logging
-import secrets
 import ssl
 import time
 
@@ -16,7 +15,7 @@ from aiohttp.typedefs import Handler
 
 from broker import headers, views
 from broker.errors import BrokerError, ValidationFailed
-from broker.keys import API_VERSION, AUTHENTICATOR, MAILBOX, METRICS, REQUEST_ID, ROUTE_AUTH, Auth
+from broker.keys import API_VERSION, AUTHENTICATOR, MAILBOX, METRICS, REQUEST_ID, REQUEST_IDS, ROUTE_AUTH, Auth
 
 log = logging.getLogger("broker.http")
 
@@ -43,7 +42,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 @web.middleware
 async def render_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-ID") or secrets.token_hex(8)
+    request_id = request.headers.get("X-Request-ID") or request.app[REQUEST_IDS].next()
     request[REQUEST_ID] = request_id
     try:
         try:

@@ -69,3 +69,12 @@ def _b64(raw: bytes) -> str:
 )
 def test_decode_cursor_rejects_garbage(token: str) -> None:
     assert ids.decode_cursor(token) is None
+
+
+def test_request_ids_are_unique_within_a_node_and_differ_between_nodes() -> None:
+    from broker.ids import RequestIds
+
+    first, second = RequestIds(), RequestIds()
+    ids = [first.next() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert first.next().split("-")[0] != second.next().split("-")[0]
