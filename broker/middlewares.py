@@ -60,9 +60,8 @@ async def render_errors(request: web.Request, handler: Handler) -> web.StreamRes
             raise
         # Unknown routes and methods answer in the sandbox's JSON shape, not aiohttp's text.
         response = views.json({"detail": exc.reason}, status=exc.status)
-        for name in ("Allow",):
-            if name in exc.headers:
-                response.headers[name] = exc.headers[name]
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
         return response
     except Exception:
         log.exception(

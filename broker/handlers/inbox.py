@@ -7,7 +7,7 @@ import logging
 import secrets
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -158,25 +158,27 @@ async def _sendfile(request: web.Request, response: web.StreamResponse, path: Pa
     return True
 
 
-async def _gzipped(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """gzip a stream off the event loop, piece by piece (zlib releases the GIL)."""
-    loop = asyncio.get_running_loop()
+def _gzipped(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """gzip a stream for a v2 client that asked for it."""
     codec = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS)
-    async for piece in pieces:
-        out = await loop.run_in_executor(None, codec.compress, piece)
-        if out:
-            yield out
-    yield codec.flush()
+    return _transcoded(pieces, codec.compress, codec.flush)
 
 
-async def _gunzipped(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+def _gunzipped(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """Undo the sender's gzip for a client that did not ask for it."""
-    loop = asyncio.get_running_loop()
     codec = zlib.decompressobj(wbits=GZIP_WBITS)
+    return _transcoded(pieces, codec.decompress, codec.flush)
+
+
+async def _transcoded(
+    pieces: AsyncIterator[bytes], feed: Callable[[bytes], bytes], flush: Callable[[], bytes]
+) -> AsyncIterator[bytes]:
+    """Run a zlib codec over a stream off the event loop, piece by piece (zlib releases the GIL)."""
+    loop = asyncio.get_running_loop()
     async for piece in pieces:
-        out = await loop.run_in_executor(None, codec.decompress, piece)
+        out = await loop.run_in_executor(None, feed, piece)
         if out:
             yield out
-    tail = codec.flush()
+    tail = flush()
     if tail:
         yield tail
