@@ -14,15 +14,18 @@ from broker.auth import Authenticator
 from broker.blobs.metered import MeteredBlobStore
 from broker.blobs.protocol import BlobStore
 from broker.budget import MemoryBudget
+from broker.clock import SYSTEM_CLOCK, Clock
 from broker.ids import RequestIds
 from broker.keys import (
     AUTHENTICATOR,
     BLOBS,
     BUDGET,
+    CLOCK,
     DIRECTORY,
     HOUSEKEEPING,
     MESSAGING,
     METRICS,
+    REPORTS,
     REQUEST_IDS,
     SANDBOX_ADMIN,
     SETTINGS,
@@ -32,6 +35,7 @@ from broker.metrics import Metrics
 from broker.services.directory import Directory
 from broker.services.housekeeping import Housekeeping
 from broker.services.messaging import Messaging
+from broker.services.reports import Reports
 from broker.services.sandbox_admin import SandboxAdmin
 from broker.settings import Settings
 from broker.store.protocol import MetadataStore
@@ -42,9 +46,14 @@ METRICS_SAMPLE_SECONDS = 15.0
 
 
 def create_app(
-    settings: Settings, *, store: MetadataStore | None = None, blobs: BlobStore | None = None
+    settings: Settings,
+    *,
+    store: MetadataStore | None = None,
+    blobs: BlobStore | None = None,
+    clock: Clock | None = None,
 ) -> web.Application:
-    """A broker node. Stores passed in are opened and closed by the app all the same."""
+    """A broker node. Stores passed in are opened and closed by the app all the same; a clock passed in
+    (tests pass a ManualClock) is the only source of time for every service."""
     shared_key = settings.effective_shared_key  # fail now, not on the first request
     app = web.Application(
         middlewares=[middlewares.observe, middlewares.render_errors, middlewares.authenticate],
@@ -53,6 +62,7 @@ def create_app(
         handler_args={"auto_decompress": False},
     )
     app[SETTINGS] = settings
+    app[CLOCK] = clock = clock if clock is not None else SYSTEM_CLOCK
     app[REQUEST_IDS] = RequestIds()
     app[STORE] = store if store is not None else backends.metadata_store(settings)
     app[METRICS] = Metrics()
@@ -65,8 +75,9 @@ def create_app(
         shared_key,
         clock_skew=timedelta(seconds=settings.auth_clock_skew_seconds),
         client_cert_mode=settings.tls_client_cert,
+        clock=clock,
     )
-    app[DIRECTORY] = Directory(app[STORE])
+    app[DIRECTORY] = Directory(app[STORE], clock=clock)
     app[MESSAGING] = Messaging(
         app[STORE],
         app[BLOBS],
@@ -77,9 +88,11 @@ def create_app(
         budget=app[BUDGET],
         metrics=app[METRICS],
         inbox_expiry=expiry,
+        clock=clock,
     )
-    app[SANDBOX_ADMIN] = SandboxAdmin(app[STORE], app[BLOBS], inbox_expiry=expiry)
-    app[HOUSEKEEPING] = Housekeeping(app[STORE], app[BLOBS])
+    app[REPORTS] = Reports(app[STORE], app[BLOBS], inbox_expiry=expiry, clock=clock)
+    app[SANDBOX_ADMIN] = SandboxAdmin(app[STORE], app[REPORTS], clock=clock)
+    app[HOUSEKEEPING] = Housekeeping(app[STORE], app[BLOBS], clock=clock)
     routes.register(app, sandbox_admin=settings.sandbox_admin)
     app.cleanup_ctx.append(_storage)
     app.cleanup_ctx.append(_background)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from broker.clock import SYSTEM_CLOCK, Clock
 from broker.errors import BrokerError, ErrorCode
 from broker.models import Mailbox
 from broker.store.protocol import MetadataStore
@@ -85,13 +85,13 @@ class Authenticator:
         *,
         clock_skew: timedelta,
         client_cert_mode: str = "off",
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = SYSTEM_CLOCK,
     ):
         self._store = store
         self._keyed = hmac.new(shared_key, digestmod=hashlib.sha256)
         self._skew = clock_skew
         self._client_cert_mode = client_cert_mode
-        self._now = now
+        self._clock = clock
 
     def _expected_digest(self, token: Token, password: str) -> str:
         mac = self._keyed.copy()
@@ -104,7 +104,7 @@ class Authenticator:
         """The mailbox the request acts as, or BrokerError(403). path_mailbox None: the token names it."""
         token = parse_token(header, path_mailbox)
         issued = token_time(token)
-        now = self._now()
+        now = self._clock.now()
         if abs(now - issued) > self._skew:
             raise BrokerError(ErrorCode.AUTH_STALE_TOKEN)
         mailbox = await self._store.get_mailbox(token.mailbox_id)

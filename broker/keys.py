@@ -9,17 +9,20 @@ from aiohttp import web
 from broker.auth import Authenticator
 from broker.blobs.protocol import BlobStore
 from broker.budget import MemoryBudget
+from broker.clock import Clock
 from broker.ids import RequestIds
 from broker.metrics import Metrics
 from broker.models import Mailbox
 from broker.services.directory import Directory
 from broker.services.housekeeping import Housekeeping
 from broker.services.messaging import Messaging
+from broker.services.reports import Reports
 from broker.services.sandbox_admin import SandboxAdmin
 from broker.settings import Settings
 from broker.store.protocol import MetadataStore
 
 SETTINGS = web.AppKey("settings", Settings)
+CLOCK = web.AppKey("clock", Clock)
 STORE = web.AppKey("store", MetadataStore)
 BLOBS = web.AppKey("blobs", BlobStore)
 BUDGET = web.AppKey("budget", MemoryBudget)
@@ -27,6 +30,7 @@ METRICS = web.AppKey("metrics", Metrics)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 DIRECTORY = web.AppKey("directory", Directory)
 MESSAGING = web.AppKey("messaging", Messaging)
+REPORTS = web.AppKey("reports", Reports)
 SANDBOX_ADMIN = web.AppKey("sandbox_admin", SandboxAdmin)
 HOUSEKEEPING = web.AppKey("housekeeping", Housekeeping)
 

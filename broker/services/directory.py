@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from broker.clock import SYSTEM_CLOCK, Clock
 from broker.errors import BrokerError, ErrorCode
 from broker.models import Mailbox, Workflow
 from broker.store.protocol import MetadataStore
@@ -31,13 +31,13 @@ class SandboxFileError(ValueError):
 
 
 class Directory:
-    def __init__(self, store: MetadataStore, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)):
+    def __init__(self, store: MetadataStore, *, clock: Clock = SYSTEM_CLOCK):
         self._store = store
-        self._now = now
+        self._clock = clock
 
     async def record_handshake(self, mailbox: Mailbox, client: str) -> None:
         """Keep the last connection time and client of a mailbox (the handshake's live semantics)."""
-        await self._store.record_handshake(mailbox.mailbox_id, client[:300], self._now())
+        await self._store.record_handshake(mailbox.mailbox_id, client[:300], self._clock.now())
 
     async def add_mailbox(self, mailbox: Mailbox) -> Mailbox:
         normalised = replace(mailbox, mailbox_id=mailbox.mailbox_id.strip().upper())

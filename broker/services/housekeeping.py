@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from datetime import UTC, datetime
 
 from broker.blobs.protocol import BlobError, BlobStore
+from broker.clock import SYSTEM_CLOCK, Clock
 from broker.metrics import Metrics
 from broker.store.protocol import MetadataStore, StoreError
 
@@ -20,11 +19,11 @@ class Housekeeping:
         store: MetadataStore,
         blobs: BlobStore,
         *,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = SYSTEM_CLOCK,
     ):
         self._store = store
         self._blobs = blobs
-        self._now = now
+        self._clock = clock
 
     async def collect_orphans(self, batch: int = 500) -> int:
         """Delete blobs no row points at any more; returns how many."""
@@ -38,7 +37,7 @@ class Housekeeping:
         return total
 
     async def run_once(self) -> None:
-        await self._store.purge_tokens(self._now())
+        await self._store.purge_tokens(self._clock.now())
         await self.collect_orphans()
 
     async def sample(self, metrics: Metrics) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from broker.blobs.protocol import BlobStore
 from broker.budget import MemoryBudget
+from broker.clock import SYSTEM_CLOCK, Clock
 from broker.errors import BrokerError, ErrorCode, ValidationFailed
 from broker.headers import SendRequest
 from broker.ids import decode_cursor, encode_cursor, new_message_id
@@ -72,7 +73,7 @@ class Messaging:
         max_chunks: int = 100_000,
         budget: MemoryBudget | None = None,
         metrics: Metrics | None = None,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = SYSTEM_CLOCK,
     ):
         self._store = store
         self._blobs = blobs
@@ -83,7 +84,7 @@ class Messaging:
         self._budget = budget or MemoryBudget(256 * 1024 * 1024)
         self._metrics = metrics or Metrics()
         self._inbox_expiry = inbox_expiry
-        self._now = now
+        self._clock = clock
 
     # Sending ---------------------------------------------------------------------------------------------
     async def send(self, sender: Mailbox, request: SendRequest, body: AsyncIterable[bytes]) -> str:
@@ -99,7 +100,7 @@ class Messaging:
             raise BrokerError(ErrorCode.UNREGISTERED_TO)
         await self._directory.check_permission(sender.mailbox_id, recipient.mailbox_id, request.workflow_id)
 
-        now = self._now()
+        now = self._clock.now()
         message_id = new_message_id(now)
         key = blob_key(message_id, 1)
         meter = Meter(body, self._max_request_bytes)
@@ -167,7 +168,7 @@ class Messaging:
         if size == 0:
             await self._blobs.delete(key)
             raise BrokerError(ErrorCode.DATA_FILE_MISSING, message_id=message_id)
-        now = self._now()
+        now = self._clock.now()
         try:
             chunk = Chunk(message_id, number, key, size, meter.sha256)
             outcome = await self._store.add_chunk(chunk, now, now + self._inbox_expiry)
@@ -226,7 +227,7 @@ class Messaging:
             raise BrokerError(ErrorCode.MESSAGE_NOT_FOUND, message_id=message_id)
         if message.recipient.mailbox_id != recipient.mailbox_id:
             raise BrokerError(ErrorCode.FORBIDDEN, message_id=message_id)
-        if message.status is Status.ACCEPTED and await self._store.acknowledge(message_id, self._now()):
+        if message.status is Status.ACCEPTED and await self._store.acknowledge(message_id, self._clock.now()):
             self._metrics.messages_acknowledged.labels(self._metrics.workflow(message.workflow_id)).inc()
 
     async def inbox(

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
-from broker.blobs.protocol import BlobStore
+from broker.clock import SYSTEM_CLOCK, Clock
 from broker.errors import BrokerError, ErrorCode
-from broker.ids import new_message_id
-from broker.models import (
-    CENTRAL_SYSTEM,
-    Chunk,
-    Event,
-    Mailbox,
-    Message,
-    MessageMeta,
-    MessageType,
-    Party,
-    Status,
-)
-from broker.services.messaging import blob_key
+from broker.models import Event, Mailbox, Message, Party, Status
+from broker.services.reports import Reports
 from broker.store.protocol import MetadataStore
 
 NDR_DESCRIPTION = "Message not collected by recipient after 5 days"
@@ -40,21 +28,13 @@ class ReportRequest:
 
 
 class SandboxAdmin:
-    def __init__(
-        self,
-        store: MetadataStore,
-        blobs: BlobStore,
-        *,
-        inbox_expiry: timedelta,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ):
+    def __init__(self, store: MetadataStore, reports: Reports, *, clock: Clock = SYSTEM_CLOCK):
         self._store = store
-        self._blobs = blobs
-        self._inbox_expiry = inbox_expiry
-        self._now = now
+        self._reports = reports
+        self._clock = clock
 
     def now(self) -> datetime:
-        return self._now()
+        return self._clock.now()
 
     async def reset(self, mailbox_id: str | None = None) -> None:
         """Forget all messages, or those to and from one mailbox (404 if it is unknown)."""
@@ -77,10 +57,8 @@ class SandboxAdmin:
     async def inject_report(self, request: ReportRequest) -> str:
         """Place a REPORT in a mailbox's inbox with the sandbox's NDR or error semantics."""
         recipient = await self.mailbox(request.mailbox_id)
-        now = self._now()
-        message_id = new_message_id(now)
-        undeliverable = request.status.lower() == "undeliverable"
-        if undeliverable:
+        now = self._clock.now()
+        if request.status.lower() == "undeliverable":
             error = Event(
                 Status.UNDELIVERABLE,
                 now,
@@ -94,35 +72,15 @@ class SandboxAdmin:
         else:
             error = Event(Status.ERROR, now, "TRANSFER", request.code, request.description, request.linked_message_id)
             subject, file_name = request.subject, request.file_name
-        key = blob_key(message_id, 1)
-        size = await self._blobs.put(key, _nothing())
-        report = Message(
-            message_id=message_id,
-            message_type=MessageType.REPORT,
-            sender=CENTRAL_SYSTEM,
-            recipient=Party.of(recipient),
+        return await self._reports.deliver(
+            Party.of(recipient),
+            error,
             workflow_id=request.workflow_id,
-            total_chunks=1,
-            content_encoding="",
-            meta=MessageMeta(subject=subject, local_id=request.local_id, file_name=file_name),
-            status=Status.ACCEPTED,
-            created_at=now,
-            file_size=size,
-            delivered_at=now,
-            expires_at=now + self._inbox_expiry,
-            status_at=now,
-            linked_message_id=request.linked_message_id,
-            events=(error, Event(Status.ACCEPTED, now)),
+            subject=subject,
+            local_id=request.local_id,
+            file_name=file_name,
         )
-        await self._store.create_message(report, Chunk(message_id, 1, key, size))
-        return message_id
 
     async def append_event(self, message_id: str, event: Event) -> None:
         if not await self._store.append_event(message_id.upper(), event):
             raise BrokerError(ErrorCode.NOT_FOUND)
-
-
-async def _nothing() -> AsyncIterator[bytes]:
-    empty: tuple[bytes, ...] = ()
-    for piece in empty:
-        yield piece

@@ -9,6 +9,7 @@ import mesh_client
 import pytest
 
 from broker import auth
+from broker.clock import ManualClock
 from broker.errors import BrokerError, ErrorCode
 from broker.models import Mailbox
 from broker.store.protocol import MetadataStore
@@ -107,16 +108,8 @@ ALICE = Mailbox("X26ABC1", "password", "TESTMB1", "X26")
 INACTIVE = Mailbox("X26ABC9", "password", "OLD", "X26", active=False)
 
 
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def authenticator(store: FakeStore, clock: Clock, **kw: Any) -> auth.Authenticator:
-    return auth.Authenticator(cast(MetadataStore, store), KEY, clock_skew=timedelta(hours=2), now=clock, **kw)
+def authenticator(store: FakeStore, clock: ManualClock, **kw: Any) -> auth.Authenticator:
+    return auth.Authenticator(cast(MetadataStore, store), KEY, clock_skew=timedelta(hours=2), clock=clock, **kw)
 
 
 def token(
@@ -134,7 +127,7 @@ async def reject(authn: auth.Authenticator, header: str, path: str | None = "X26
 
 async def test_a_good_token_authenticates_once() -> None:
     store = FakeStore(ALICE)
-    authn = authenticator(store, Clock(NOW))
+    authn = authenticator(store, ManualClock(NOW))
     assert await authn.authenticate(token(), "X26ABC1") == ALICE
     assert await reject(authn, token()) is ErrorCode.AUTH_REPLAYED_TOKEN
     assert await authn.authenticate(token(count=1), "X26ABC1") == ALICE
@@ -156,7 +149,7 @@ async def test_a_good_token_authenticates_once() -> None:
 )
 async def test_clock_window_edges(offset: timedelta, ok: bool) -> None:
     store = FakeStore(ALICE)
-    authn = authenticator(store, Clock(NOW))
+    authn = authenticator(store, ManualClock(NOW))
     header = token(NOW + offset)
     if ok:
         assert await authn.authenticate(header, "X26ABC1") == ALICE
@@ -166,14 +159,14 @@ async def test_clock_window_edges(offset: timedelta, ok: bool) -> None:
 
 
 async def test_clock_window_counts_seconds_of_server_time() -> None:
-    authn = authenticator(FakeStore(ALICE), Clock(NOW + timedelta(seconds=30)))
+    authn = authenticator(FakeStore(ALICE), ManualClock(NOW + timedelta(seconds=30)))
     assert await reject(authn, token(NOW - timedelta(hours=2))) is ErrorCode.AUTH_STALE_TOKEN
     assert await authn.authenticate(token(NOW + timedelta(hours=2)), "X26ABC1") == ALICE
 
 
 async def test_wrong_password_or_key_is_invalid_and_burns_nothing() -> None:
     store = FakeStore(ALICE)
-    authn = authenticator(store, Clock(NOW))
+    authn = authenticator(store, ManualClock(NOW))
     assert await reject(authn, token(password="wrong")) is ErrorCode.AUTH_INVALID_TOKEN
     other_key = auth.make_token(b"OtherKey", "X26ABC1", "password", nonce="n1", nonce_count=0, at=NOW)
     assert await reject(authn, other_key) is ErrorCode.AUTH_INVALID_TOKEN
@@ -183,7 +176,7 @@ async def test_wrong_password_or_key_is_invalid_and_burns_nothing() -> None:
 
 
 async def test_digest_compares_case_insensitively() -> None:
-    authn = authenticator(FakeStore(ALICE), Clock(NOW))
+    authn = authenticator(FakeStore(ALICE), ManualClock(NOW))
     header = token()
     prefix, digest = header.rsplit(":", 1)
     assert digest == digest.lower()
@@ -192,7 +185,7 @@ async def test_digest_compares_case_insensitively() -> None:
 
 async def test_unknown_and_inactive_mailboxes() -> None:
     store = FakeStore(ALICE, INACTIVE)
-    authn = authenticator(store, Clock(NOW))
+    authn = authenticator(store, ManualClock(NOW))
     assert await reject(authn, token(mailbox="NOBODY"), "NOBODY") is ErrorCode.AUTH_NO_MAILBOX
     assert await reject(authn, token(mailbox="X26ABC9"), "X26ABC9") is ErrorCode.AUTH_INACTIVE_MAILBOX
     assert await reject(authn, token(mailbox="X26ABC9", password="wrong"), "X26ABC9") is ErrorCode.AUTH_INVALID_TOKEN
@@ -200,7 +193,7 @@ async def test_unknown_and_inactive_mailboxes() -> None:
 
 
 async def test_parse_errors_come_first() -> None:
-    authn = authenticator(FakeStore(ALICE), Clock(NOW))
+    authn = authenticator(FakeStore(ALICE), ManualClock(NOW))
     assert await reject(authn, token(), "X26ABC2") is ErrorCode.AUTH_MAILBOX_MISMATCH
     assert await reject(authn, "") is ErrorCode.AUTH_HEADER_UNREADABLE
 
@@ -213,14 +206,14 @@ def cert(common_name: str | None) -> dict[str, Any]:
 
 
 async def test_required_client_certificate_is_bound_to_the_mailbox() -> None:
-    authn = authenticator(FakeStore(ALICE), Clock(NOW), client_cert_mode="required")
+    authn = authenticator(FakeStore(ALICE), ManualClock(NOW), client_cert_mode="required")
     good = cert("X26ABC1.X26.api.mesh-client.nhs.uk")
     assert await authn.authenticate(token(), "X26ABC1", good) == ALICE
     assert await reject(authn, token(count=1), peer_cert=cert("OTHER.X27.api.mesh-client.nhs.uk")) is (
         ErrorCode.AUTH_CERTIFICATE
     )
     assert await reject(authn, token(count=2), peer_cert=None) is ErrorCode.AUTH_CERTIFICATE
-    optional = authenticator(FakeStore(ALICE), Clock(NOW), client_cert_mode="optional")
+    optional = authenticator(FakeStore(ALICE), ManualClock(NOW), client_cert_mode="optional")
     assert await optional.authenticate(token(), "X26ABC1", None) == ALICE
 
 
