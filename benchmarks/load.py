@@ -13,6 +13,10 @@ sandbox's mailboxes come only from its packaged mailboxes.jsonl, so in that mode
 
     PYTHONPATH=. .venv/bin/python benchmarks/load.py --users 64 --duration 60
     PYTHONPATH=. .venv/bin/python benchmarks/load.py --backend postgres+s3 --compare-sandbox
+
+--flatness N runs twice in one go, on an empty store and on one seeded (benchmarks/seed.py) with N acknowledged
+messages, and prints the change in throughput. --profile samples the broker with py-spy (in the bench extra)
+during the run and prints where its busy time went.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from pathlib import Path
 import psutil
 
 from benchmarks.latency import backend, free_port, wait_ready
+from benchmarks.seed import seed
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -236,25 +241,72 @@ def run_locust(label: str, host: str, mailboxes: list[str], args: argparse.Names
     return Result(label, rows, total, loadgen_cpu_s=usage.ru_utime + usage.ru_stime, elapsed_s=elapsed, html=html)
 
 
-def measure_broker(args: argparse.Namespace, mailboxes: list[str], stamp: str) -> Result:
+def measure_broker(args: argparse.Namespace, mailboxes: list[str], stamp: str, *, seeded: int = 0) -> Result:
+    """One broker run; `seeded` acknowledged messages between the load mailboxes are in the store first."""
     data_dir = Path(tempfile.mkdtemp(prefix="mesh-load-"))
     port = free_port()
-    label = f"broker-{args.backend.replace('+', '-')}"
+    label = f"broker-{args.backend.replace('+', '-')}" + (f"-seeded{seeded}" if seeded else "")
     with backend(args.backend) as backend_env:
         env = broker_env(data_dir, port, backend_env)
         create_mailboxes(env, data_dir, mailboxes)
+        if seeded:
+            started = time.perf_counter()
+            rate = seed(data_dir, seeded, mailboxes, WORKFLOW)
+            print(
+                f"[{label}] seeded {seeded:,} acknowledged messages in {time.perf_counter() - started:.0f} s "
+                f"({rate:,.0f}/s)",
+                flush=True,
+            )
         log = RESULTS / f"load-{label}-{stamp}.broker.log"
         with log.open("wb") as out:
             broker = subprocess.Popen([sys.executable, "-m", "broker", "serve"], env=env, stdout=out, stderr=out)
         try:
             asyncio.run(wait_ready(f"http://127.0.0.1:{port}/messageexchange"))
             cpu_before = tree_cpu(broker.pid)
-            result = run_locust(label, f"http://127.0.0.1:{port}", mailboxes, args, stamp)
+            with profiled(broker.pid, args, RESULTS / f"profile-{label}-{stamp}.txt"):
+                result = run_locust(label, f"http://127.0.0.1:{port}", mailboxes, args, stamp)
             result.server_cpu_s = tree_cpu(broker.pid) - cpu_before
         finally:
             stop(broker)
             shutil.rmtree(data_dir, ignore_errors=True)
     return result
+
+
+@contextmanager
+def profiled(pid: int, args: argparse.Namespace, out: Path) -> Iterator[None]:
+    """With --profile, sample the broker with py-spy (all threads, 100 Hz) for the run, then print where the
+    busy samples were: per thread, and the functions with the most samples of their own."""
+    if not args.profile:
+        yield
+        return
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    command = [spy, "record", "-p", str(pid), "-f", "raw", "-o", str(out), "-t", "-r", "100", "-d", str(args.duration)]
+    recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        recorder.wait(timeout=args.duration + 60)
+    if out.exists():
+        print(summarise_profile(out))
+
+
+def summarise_profile(path: Path, top: int = 15) -> str:
+    threads: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        samples = int(count)
+        total += samples
+        thread = frames[0].split(": ", 1)[-1]
+        threads[thread] = threads.get(thread, 0) + samples
+        own[frames[-1]] = own.get(frames[-1], 0) + samples
+    lines = [f"profile {path} ({total} busy samples)", "busy samples by thread:"]
+    lines += [f"  {n:>6} {name}" for name, n in sorted(threads.items(), key=lambda kv: -kv[1])]
+    lines.append("functions with the most samples of their own:")
+    lines += [f"  {100 * n / total:5.1f}% {name}" for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]]
+    return "\n".join(lines)
 
 
 def sandbox_python() -> Path:
@@ -358,7 +410,17 @@ def main() -> int:
     parser.add_argument("--think-time", type=float, default=0.5, help="each user waits 0..x s between tasks")
     parser.add_argument("--mailboxes", type=int, default=0, help="load mailboxes (about one per receiver)")
     parser.add_argument("--compare-sandbox", action="store_true", help="also run against mesh-sandbox")
+    parser.add_argument("--profile", action="store_true", help="sample the broker with py-spy during the run")
+    parser.add_argument(
+        "--flatness",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run twice, on an empty store and on one holding N acknowledged messages, and compare (embedded)",
+    )
     args = parser.parse_args()
+    if args.flatness and (args.backend != "embedded" or args.compare_sandbox):
+        parser.error("--flatness seeds the embedded store only, and not with --compare-sandbox")
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -375,9 +437,18 @@ def main() -> int:
     results = [measure_broker(args, mailboxes, stamp)]
     if args.compare_sandbox:
         results.append(measure_sandbox(args, stamp))
+    if args.flatness:
+        results.append(measure_broker(args, mailboxes, stamp, seeded=args.flatness))
     problems = [problem for result in results for problem in report(result)]
     if args.compare_sandbox:
         compare(results[0], results[1])
+    if args.flatness:
+        empty, full = results
+        change = 100 * (full.cycles_per_s / empty.cycles_per_s - 1) if empty.cycles_per_s else float("nan")
+        print(
+            f"\nflatness: {empty.cycles_per_s:.1f} cycles/s empty, {full.cycles_per_s:.1f} cycles/s with "
+            f"{args.flatness:,} acknowledged messages ({change:+.1f}%; target within 10%)"
+        )
     # The KPIs bind our broker; the sandbox's figures are for comparison only.
     problems = [p for p in problems if not p.startswith("sandbox:")]
     for problem in problems:

@@ -1,11 +1,10 @@
-"""The embedded blob store: one file per blob under a folder, written to a temp file, fsynced, then renamed."""
+"""The embedded blob store: one file per blob under a folder, written in place and fsynced with its folder."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
-import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,7 +32,6 @@ class FilesystemBlobStore:
 
     async def open(self) -> None:
         self._root.mkdir(parents=True, exist_ok=True)
-        (self._root / ".tmp").mkdir(exist_ok=True)
         self._pool = ThreadPoolExecutor(self._threads, "blob-fs")
 
     async def close(self) -> None:
@@ -60,9 +58,16 @@ class FilesystemBlobStore:
         return self._path(key)
 
     async def put(self, key: str, data: AsyncIterable[bytes]) -> int:
+        """Write straight to the blob's own path, fsync the file and its folder, and only then return, so the row
+        that will point at it is never ahead of the bytes. The broker never reuses a key (each has a random
+        suffix), so nothing live is ever overwritten; a put to an existing key replaces it, as on S3.
+
+        There is no temp file and rename: a rename is a second journal commit per blob, and a half-written file
+        is harmless where it lies, as no row points at it until put returns (the orphan sweep removes it after a
+        crash). A body that fits one write buffer, which is most messages, costs a single thread hop.
+        """
         final = self._path(key)
-        temp = self._root / ".tmp" / f"{secrets.token_hex(8)}.part"
-        handle = await self._run(_open, temp, "wb")
+        handle: BinaryIO | None = None
         size = 0
         buffer = bytearray()
         try:
@@ -70,13 +75,18 @@ class FilesystemBlobStore:
                 buffer += piece
                 size += len(piece)
                 if len(buffer) >= WRITE_BUFFER:
-                    await self._run(handle.write, bytes(buffer))
+                    if handle is None:
+                        handle = await self._run(_create, final, self._root, bytes(buffer))
+                    else:
+                        await self._run(handle.write, bytes(buffer))
                     buffer.clear()
-            if buffer:
-                await self._run(handle.write, bytes(buffer))
-            await self._run(_finish, handle, temp, final, self._root)
+            if handle is None:
+                await self._run(_write_whole, final, self._root, bytes(buffer))
+            else:
+                await self._run(_seal, handle, final, bytes(buffer))
         except BaseException:
-            await asyncio.shield(self._run(_discard, handle, temp))
+            if handle is not None:
+                await asyncio.shield(self._run(_discard, handle, final))
             raise
         return size
 
@@ -102,19 +112,48 @@ def _open(path: Path, mode: str) -> BinaryIO:
     return cast(BinaryIO, open(path, mode, buffering=0))
 
 
-def _finish(handle: BinaryIO, temp: Path, final: Path, root: Path) -> None:
-    """fsync the data, rename into place, then fsync every folder the rename touched or created."""
-    os.fsync(handle.fileno())
-    handle.close()
-    created: list[Path] = []
-    parent = final.parent
-    while not parent.exists():
-        created.append(parent)
-        parent = parent.parent
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(temp, final)
-    for folder in [final.parent, *[c.parent for c in created], temp.parent]:
-        _fsync_dir(folder)
+def _create(final: Path, root: Path, first: bytes) -> BinaryIO:
+    """Create (or truncate) the blob's file, making and syncing any new folders first, and write the first bytes."""
+    _make_folders(final.parent, root)
+    handle = cast(BinaryIO, open(final, "wb", buffering=0))  # noqa: SIM115 - returned open to the caller
+    try:
+        handle.write(first)
+    except BaseException:
+        handle.close()
+        _unlink_quietly(final)
+        raise
+    return handle
+
+
+def _seal(handle: BinaryIO, final: Path, last: bytes) -> None:
+    """Write the last bytes, fsync the file, then its folder so the new name is durable too."""
+    try:
+        if last:
+            handle.write(last)
+        os.fsync(handle.fileno())
+    finally:
+        handle.close()
+    _fsync_dir(final.parent)
+
+
+def _write_whole(final: Path, root: Path, data: bytes) -> None:
+    handle = _create(final, root, data)
+    try:
+        _seal(handle, final, b"")
+    except BaseException:
+        _unlink_quietly(final)
+        raise
+
+
+def _make_folders(folder: Path, root: Path) -> None:
+    """mkdir -p, then fsync each new folder's parent, outermost first, so no new folder can vanish in a crash."""
+    missing: list[Path] = []
+    while not folder.exists() and folder != root:
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        new.mkdir(exist_ok=True)
+        _fsync_dir(new.parent)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -125,9 +164,10 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _discard(handle: BinaryIO, temp: Path) -> None:
+def _discard(handle: BinaryIO, final: Path) -> None:
+    """Remove what a failed put wrote; nothing points at it yet."""
     handle.close()
-    _unlink_quietly(temp)
+    _unlink_quietly(final)
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -41,8 +41,11 @@ class InboxPage:
 
 
 def blob_key(message_id: str, chunk_number: int) -> str:
-    """Day folder, message folder, chunk file with a random suffix: re-uploads never overwrite live bytes."""
-    return f"{message_id[:8]}/{message_id}/{chunk_number}.{secrets.token_hex(4)}"
+    """Day folder, then message ID, chunk number and a random suffix: re-uploads never overwrite live bytes.
+
+    One folder per day, not per message: a new folder per message cost the file store an extra journal commit
+    on every send. The message ID stays a key prefix, so a message's blobs still list together."""
+    return f"{message_id[:8]}/{message_id}.{chunk_number}.{secrets.token_hex(4)}"
 
 
 def parse_workflow_filter(text: str | None) -> WorkflowFilter | None:

@@ -32,6 +32,7 @@ from broker.store.rows import (
     message_values,
     to_micros,
 )
+from broker.store.sqlite_writer import Checkpointer, GroupCommitWriter
 
 T = TypeVar("T")
 Q = queries.load("sqlite.sql")
@@ -41,7 +42,8 @@ class SqliteStore:
     """One writer thread (SQLite allows one writer) and a few reader threads, each with its own connection.
 
     Message state changes commit with synchronous=FULL (durable before the client hears 202); token and
-    handshake bookkeeping commits with synchronous=NORMAL, which WAL keeps consistent and crash-safe.
+    handshake bookkeeping commits with synchronous=NORMAL, which WAL keeps consistent and crash-safe. Concurrent
+    writes share one commit (sqlite_writer.GroupCommitWriter).
     """
 
     def __init__(self, path: Path, *, readers: int = 2, busy_timeout_ms: int = 10_000):
@@ -51,27 +53,43 @@ class SqliteStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._writer: ThreadPoolExecutor | None = None
+        self._writer: GroupCommitWriter | None = None
         self._reader: ThreadPoolExecutor | None = None
+        self._checkpointer: Checkpointer | None = None
 
     # Lifecycle -------------------------------------------------------------------------------------------
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = ThreadPoolExecutor(1, "sqlite-writer", initializer=self._connect)
-        self._reader = ThreadPoolExecutor(self._readers, "sqlite-reader", initializer=self._connect)
+        writer = GroupCommitWriter(self._writer_connection, _translate)
+        await asyncio.get_running_loop().run_in_executor(None, writer.start)
+        self._writer = writer
+        self._checkpointer = Checkpointer(self._new_connection)
+        self._checkpointer.start()
+        self._reader = ThreadPoolExecutor(self._readers, "sqlite-reader", initializer=self._connect_reader)
         await self._write(self._migrate)
 
     async def close(self) -> None:
-        for pool in (self._writer, self._reader):
-            if pool is not None:
-                pool.shutdown(wait=True)
+        if self._writer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._writer.stop)
+        if self._checkpointer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.stop)
+        if self._reader is not None:
+            self._reader.shutdown(wait=True)
         with self._lock:
             for conn in self._connections:
                 conn.close()
             self._connections.clear()
-        self._writer = self._reader = None
+        self._writer = self._reader = self._checkpointer = None
 
-    def _connect(self) -> None:
+    def _connect_reader(self) -> None:
+        self._local.conn = self._new_connection()
+
+    def _writer_connection(self) -> sqlite3.Connection:
+        conn = self._new_connection()
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer thread does it, off the commit path
+        return conn
+
+    def _new_connection(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
             self._path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout_ms / 1000
         )
@@ -81,10 +99,9 @@ class SqliteStore:
         conn.execute("PRAGMA synchronous=FULL")
         # Workflow filters match case-sensitively, as workflow IDs are compared everywhere else.
         conn.execute("PRAGMA case_sensitive_like=ON")
-        self._local.conn = conn
-        self._local.durable = True
         with self._lock:
             self._connections.append(conn)
+        return conn
 
     def _enable_wal(self, conn: sqlite3.Connection) -> None:
         """Switch a new file to WAL. The switch takes an exclusive lock that SQLite's busy handler does not wait
@@ -115,39 +132,22 @@ class SqliteStore:
 
     # Thread plumbing ------------------------------------------------------------------------------------
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self._run(self._reader, False, fn, *args)
+        if self._reader is None:
+            raise StoreError("the SQLite store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._reader, self._call_reader, fn, args)
 
     async def _write(self, fn: Callable[..., T], *args: Any, durable: bool = True) -> T:
-        return await self._run(self._writer, durable, fn, *args)
-
-    async def _run(self, pool: ThreadPoolExecutor | None, durable: bool, fn: Callable[..., T], *args: Any) -> T:
-        if pool is None:
+        """Run fn(conn, *args) in a write transaction; durable=False for bookkeeping that may skip the fsync."""
+        if self._writer is None:
             raise StoreError("the SQLite store is not open")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(pool, self._call, pool is self._writer, durable, fn, args)
+        result: T = await self._writer.run(fn, args, durable)
+        return result
 
-    def _call(self, is_writer: bool, durable: bool, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        conn: sqlite3.Connection = self._local.conn
+    def _call_reader(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         try:
-            if not is_writer:
-                return fn(conn, *args)
-            if self._local.durable != durable:
-                conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-                self._local.durable = durable
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn, *args)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-        except sqlite3.IntegrityError as exc:
-            if "messages.message_id" in str(exc):
-                raise DuplicateMessageId(str(exc)) from None
-            raise StoreError(f"sqlite integrity error: {exc}") from exc
+            return fn(self._local.conn, *args)
         except sqlite3.Error as exc:
-            raise StoreError(f"sqlite error: {exc}") from exc
+            raise _translate(exc) from exc
 
     # Directory -------------------------------------------------------------------------------------------
     async def get_mailbox(self, mailbox_id: str) -> Mailbox | None:
@@ -318,6 +318,15 @@ class SqliteStore:
 
 
 # Transaction bodies (run on the store's threads) -----------------------------------------------------------
+
+
+def _translate(exc: sqlite3.Error) -> StoreError:
+    """Driver errors become store errors here, so nothing above imports sqlite3."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        if "messages.message_id" in str(exc):
+            return DuplicateMessageId(str(exc))
+        return StoreError(f"sqlite integrity error: {exc}")
+    return StoreError(f"sqlite error: {exc}")
 
 
 def _utcnow() -> datetime:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from broker.store import queries
+from broker.store.protocol import DuplicateMessageId
 from broker.store.sqlite import SqliteStore
-from tests.contract.factories import T0, deliver, mailbox, message_id
+from tests.contract.factories import T0, accepted, chunk, deliver, mailbox, message_id
 
 
 async def test_migrations_are_idempotent(tmp_path: Path) -> None:
@@ -72,3 +73,78 @@ async def test_two_stores_on_one_file_see_each_others_writes(tmp_path: Path) -> 
     finally:
         await a.close()
         await b.close()
+
+
+async def test_concurrent_writes_share_commits_and_a_failure_stays_its_own(tmp_path: Path) -> None:
+    """Group commit: writes queued together commit together, and one that fails (a duplicate message ID) rolls
+    back alone: its neighbours in the same batch are kept and answered, and it gets its own error."""
+    store = SqliteStore(tmp_path / "mesh.sqlite3")
+    await store.open()
+    try:
+        await deliver(store, message_id(0))
+        ids = [message_id(n % 40) for n in range(1, 81)]  # IDs 1..39 twice, and ID 0 (taken) twice
+        results = await asyncio.gather(
+            *(store.create_message(accepted(mid), chunk(mid, 1, 11)) for mid in ids), return_exceptions=True
+        )
+        failures = [ids[n] for n, r in enumerate(results) if isinstance(r, DuplicateMessageId)]
+        assert [r for r in results if r is not None and not isinstance(r, DuplicateMessageId)] == []
+        assert sorted(failures) == sorted([message_id(0)] * 2 + [message_id(n) for n in range(1, 40)])
+        assert await store.count_inbox("BOB") == 40
+        for n in range(40):
+            message = await store.get_message(message_id(n))
+            assert message is not None and len(message.events) == 1  # no half-written duplicate survived
+    finally:
+        await store.close()
+
+
+async def test_a_write_raising_in_python_is_rolled_back_alone(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "mesh.sqlite3")
+    await store.open()
+
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO auth_tokens VALUES ('half-written', 0)")
+        raise LookupError("boom")
+
+    try:
+        outcomes = await asyncio.gather(
+            store.use_token("before", T0),
+            store._write(half_then_fail),
+            store.use_token("after", T0),
+            return_exceptions=True,
+        )
+        assert outcomes[0] is True and outcomes[2] is True
+        assert isinstance(outcomes[1], LookupError)
+        assert await store.use_token("half-written", T0) is True  # the failed write left nothing behind
+        assert await store.use_token("before", T0) is False
+    finally:
+        await store.close()
+
+
+async def test_the_checkpointer_moves_committed_writes_into_the_database_file(tmp_path: Path) -> None:
+    """The writer does not checkpoint (wal_autocheckpoint=0); the checkpointer thread must, or the WAL would
+    grow without bound. A connection that ignores the WAL (immutable=1) sees only what was checkpointed."""
+    path = tmp_path / "mesh.sqlite3"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        for n in range(20):
+            await deliver(store, message_id(n))
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            checkpointed = _rows_in_database_file(path)
+            if checkpointed == 20 or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        assert checkpointed == 20
+    finally:
+        await store.close()
+
+
+def _rows_in_database_file(path: Path) -> int:
+    conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+    try:
+        return int(conn.execute("SELECT count(*) FROM messages").fetchone()[0])
+    except sqlite3.OperationalError:  # not even the schema has been checkpointed yet
+        return 0
+    finally:
+        conn.close()
