@@ -45,7 +45,12 @@ def test_remainder_zero_gives_check_digit_zero() -> None:
     assert nhs.is_valid_nhs_number(first_nine + "0")
 
 
-@pytest.mark.parametrize("text", ["", "999000001", "99900000180", "999000001X", "999 000 0018", "９９９0000018"])
+FULLWIDTH_NINES = "\uff19\uff19\uff19"
+
+
+@pytest.mark.parametrize(
+    "text", ["", "999000001", "99900000180", "999000001X", "999 000 0018", f"{FULLWIDTH_NINES}0000018"]
+)
 def test_malformed_numbers(text: str) -> None:
     assert not nhs.is_valid_nhs_number(text)
 
