@@ -185,7 +185,8 @@ def demo_banner(url: str, settings: Settings) -> str:
     rule = "!" * 78
     return f"""
 {rule}
-  DEMO MODE: mailboxes X26ABC1, X26ABC2, X26ABC3 with password 'password' and shared key '{key}'.
+  DEMO MODE: mailboxes X26ABC1, X26ABC2, X26ABC3 (and GP practices X26GP01, X26GP02A, X26GP02B)
+  with password 'password' and shared key '{key}'.
   These are public demo credentials. Never run demo mode where real data can reach it.
 {rule}
 
@@ -204,6 +205,16 @@ with MeshClient("{url}", "X26ABC1", "password", shared_key=b"{key}") as alice, \
         with message:  # acknowledged when the block ends without an error
             print(message.message_id, message.sender, message.read())
     print("tracking:", alice.track_message(sent)["status"])
+PY
+
+Send to a patient's GP by NHS number (demo practice mailbox X26GP01 receives it; README "GP routing"):
+
+.venv/bin/python - <<'PY'
+from mesh_client import MeshClient
+with MeshClient("{url}", "X26ABC1", "password", shared_key=b"{key}") as trust, \\
+     MeshClient("{url}", "X26GP01", "password", shared_key=b"{key}") as practice:
+    trust.send_message("GPPROVIDER_9990000018_19670126_Smith", b"<document/>", workflow_id="GPCONNECT_SEND_DOCUMENT")
+    print(practice.list_messages())
 PY
 """
 
