@@ -1,4 +1,4 @@
-"""The `mesh-broker` command: serve, mailbox and workflow administration, sandbox imports.
+"""The `mesh-broker` command: serve, mailbox and workflow administration, sandbox and demographics imports.
 
 The only place that picks uvloop. Every command opens the store that the same settings select for `serve`,
 so administration works beside a running broker.
@@ -19,9 +19,12 @@ from aiohttp import web
 
 from broker import backends, logs, tls
 from broker.app import create_app
+from broker.demographics.importer import PatientFileError, read_patients
+from broker.demographics.local import LocalDemographics
 from broker.models import Mailbox, Workflow
 from broker.services.directory import Directory, SandboxFileError
 from broker.settings import DEMO_SHARED_KEY, Settings, SettingsError
+from broker.store.protocol import MetadataStore
 
 log = logging.getLogger("broker")
 
@@ -82,8 +85,24 @@ def build_parser() -> argparse.ArgumentParser:
     wf_add.add_argument("--restricted", action="store_true", help="only listed senders and receivers may use it")
     wf_add.add_argument("--sender", action="append", default=[], metavar="MAILBOX")
     wf_add.add_argument("--receiver", action="append", default=[], metavar="MAILBOX")
+    wf_add.add_argument(
+        "--patient-addressing",
+        action="store_true",
+        help="accept mex-To: GPPROVIDER_<NHS number>_<date of birth>_<surname> (routing to the patient's GP)",
+    )
     wf_add.set_defaults(run=_workflow_add)
     workflow.add_parser("list", help="list workflows").set_defaults(run=_workflow_list)
+
+    demographics = commands.add_parser("demographics", help="the local demographics directory (GP routing)")
+    demographics_actions = demographics.add_subparsers(dest="action", required=True)
+    dm_import = demographics_actions.add_parser(
+        "import", help="load patients from CSV (nhs_number,date_of_birth,family_name,gp_ods_code) or a FHIR Bundle"
+    )
+    dm_import.add_argument("file", type=Path)
+    dm_import.set_defaults(run=_demographics_import)
+    dm_show = demographics_actions.add_parser("show", help="show what the local directory holds for an NHS number")
+    dm_show.add_argument("nhs_number")
+    dm_show.set_defaults(run=_demographics_show)
 
     sandbox = commands.add_parser("import-sandbox", help="import mesh-sandbox mailboxes.jsonl [workflows.jsonl]")
     sandbox.add_argument("mailboxes", type=Path)
@@ -102,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"mesh-broker: {exc}", file=sys.stderr)
         return 2
-    except (LookupError, ValueError, SandboxFileError, OSError) as exc:
+    except (LookupError, ValueError, SandboxFileError, PatientFileError, OSError) as exc:
         print(f"mesh-broker: {exc}", file=sys.stderr)
         return 1
 
@@ -166,7 +185,8 @@ def demo_banner(url: str, settings: Settings) -> str:
     rule = "!" * 78
     return f"""
 {rule}
-  DEMO MODE: mailboxes X26ABC1, X26ABC2, X26ABC3 with password 'password' and shared key '{key}'.
+  DEMO MODE: mailboxes X26ABC1, X26ABC2, X26ABC3 (and GP practices X26GP01, X26GP02A, X26GP02B)
+  with password 'password' and shared key '{key}'.
   These are public demo credentials. Never run demo mode where real data can reach it.
 {rule}
 
@@ -186,6 +206,16 @@ with MeshClient("{url}", "X26ABC1", "password", shared_key=b"{key}") as alice, \
             print(message.message_id, message.sender, message.read())
     print("tracking:", alice.track_message(sent)["status"])
 PY
+
+Send to a patient's GP by NHS number (demo practice mailbox X26GP01 receives it; README "GP routing"):
+
+.venv/bin/python - <<'PY'
+from mesh_client import MeshClient
+with MeshClient("{url}", "X26ABC1", "password", shared_key=b"{key}") as trust, \\
+     MeshClient("{url}", "X26GP01", "password", shared_key=b"{key}") as practice:
+    trust.send_message("GPPROVIDER_9990000018_19670126_Smith", b"<document/>", workflow_id="GPCONNECT_SEND_DOCUMENT")
+    print(practice.list_messages())
+PY
 """
 
 
@@ -195,13 +225,19 @@ PY
 def _with_directory(
     args: argparse.Namespace, work: Callable[[Directory], Awaitable[Any]], *, settings: Settings | None = None
 ) -> Any:
+    return _with_store(args, lambda store: work(Directory(store)), settings=settings)
+
+
+def _with_store(
+    args: argparse.Namespace, work: Callable[[MetadataStore], Awaitable[Any]], *, settings: Settings | None = None
+) -> Any:
     settings = settings or Settings.from_env(data_dir=args.data_dir)
 
     async def run() -> Any:
         store = backends.metadata_store(settings)
         await store.open()
         try:
-            return await work(Directory(store))
+            return await work(store)
         finally:
             await store.close()
 
@@ -264,19 +300,46 @@ def _mailbox_toggle(args: argparse.Namespace) -> int:
 
 
 def _workflow_add(args: argparse.Namespace) -> int:
-    workflow = Workflow(args.workflow_id, args.restricted, tuple(args.sender), tuple(args.receiver))
+    workflow = Workflow(
+        args.workflow_id, args.restricted, tuple(args.sender), tuple(args.receiver), args.patient_addressing
+    )
     added = _with_directory(args, lambda d: d.add_workflow(workflow))
     kind = "restricted" if added.restricted else "unrestricted"
+    if added.patient_addressing:
+        kind += ", patient addressing"
     print(f"workflow {added.workflow_id} saved ({kind})")
     return 0
 
 
 def _workflow_list(args: argparse.Namespace) -> int:
     workflows = _with_directory(args, lambda d: d.list_workflows())
-    print(f"{'WORKFLOW':<30} {'RESTRICTED':<11} {'SENDERS':<30} RECEIVERS")
+    print(f"{'WORKFLOW':<30} {'RESTRICTED':<11} {'SENDERS':<30} {'RECEIVERS':<30} PATIENT_ADDRESSING")
     for w in workflows:
         restricted = "yes" if w.restricted else "no"
-        print(f"{w.workflow_id:<30} {restricted:<11} {','.join(w.senders) or '-':<30} {','.join(w.receivers) or '-'}")
+        patients = "yes" if w.patient_addressing else "no"
+        senders, receivers = ",".join(w.senders) or "-", ",".join(w.receivers) or "-"
+        print(f"{w.workflow_id:<30} {restricted:<11} {senders:<30} {receivers:<30} {patients}")
+    return 0
+
+
+def _demographics_import(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(data_dir=args.data_dir)
+    patients = read_patients(args.file.read_text(encoding="utf-8-sig"))
+    count = _with_store(args, lambda store: LocalDemographics(store).load(patients), settings=settings)
+    practices = len({p.gp_ods_code for p in patients if p.gp_ods_code})
+    print(f"imported {count} patients registered at {practices} practices into the local directory")
+    if settings.demographics != "local":
+        print(f"note: MESH_DEMOGRAPHICS={settings.demographics}, so the broker traces with PDS, not this directory")
+    return 0
+
+
+def _demographics_show(args: argparse.Namespace) -> int:
+    patient = _with_store(args, lambda store: LocalDemographics(store).lookup(args.nhs_number.replace(" ", "")))
+    if patient is None:
+        raise LookupError(f"no patient {args.nhs_number} in the local directory")
+    born = patient.date_of_birth.isoformat() if patient.date_of_birth else "-"
+    print(f"{'NHS_NUMBER':<12} {'BORN':<11} {'GP':<8} FAMILY_NAME")
+    print(f"{patient.nhs_number:<12} {born:<11} {patient.gp_ods_code or '-':<8} {patient.family_name}")
     return 0
 
 

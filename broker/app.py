@@ -21,6 +21,7 @@ from broker.keys import (
     BLOBS,
     BUDGET,
     CLOCK,
+    DEMOGRAPHICS,
     DIRECTORY,
     HOUSEKEEPING,
     MESSAGING,
@@ -36,6 +37,7 @@ from broker.services.directory import Directory
 from broker.services.housekeeping import Housekeeping
 from broker.services.messaging import Messaging
 from broker.services.reports import Reports
+from broker.services.routing import GpRouting
 from broker.services.sandbox_admin import SandboxAdmin
 from broker.settings import Settings
 from broker.store.protocol import MetadataStore
@@ -78,6 +80,8 @@ def create_app(
         clock=clock,
     )
     app[DIRECTORY] = Directory(app[STORE], clock=clock)
+    app[DEMOGRAPHICS] = backends.demographics(settings, app[STORE], clock)
+    app[REPORTS] = Reports(app[STORE], app[BLOBS], inbox_expiry=expiry, clock=clock)
     app[MESSAGING] = Messaging(
         app[STORE],
         app[BLOBS],
@@ -89,12 +93,14 @@ def create_app(
         metrics=app[METRICS],
         inbox_expiry=expiry,
         clock=clock,
+        routing=GpRouting(app[STORE], app[DEMOGRAPHICS]),
+        reports=app[REPORTS],
     )
-    app[REPORTS] = Reports(app[STORE], app[BLOBS], inbox_expiry=expiry, clock=clock)
     app[SANDBOX_ADMIN] = SandboxAdmin(app[STORE], app[REPORTS], clock=clock)
     app[HOUSEKEEPING] = Housekeeping(app[STORE], app[BLOBS], clock=clock)
     routes.register(app, sandbox_admin=settings.sandbox_admin)
     app.cleanup_ctx.append(_storage)
+    app.cleanup_ctx.append(_demographics)
     app.cleanup_ctx.append(_background)
     return app
 
@@ -111,6 +117,14 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
             await app[BLOBS].close()
     finally:
         await app[STORE].close()
+
+
+async def _demographics(app: web.Application) -> AsyncIterator[None]:
+    await app[DEMOGRAPHICS].open()
+    try:
+        yield
+    finally:
+        await app[DEMOGRAPHICS].close()
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:

@@ -1,4 +1,5 @@
-"""A URL picks each backend: sqlite:///path or postgresql://..., and file:///dir or s3://bucket/prefix."""
+"""A URL picks each backend: sqlite:///path or postgresql://..., and file:///dir or s3://bucket/prefix;
+MESH_DEMOGRAPHICS picks the demographics source."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from urllib.parse import unquote, urlparse
 
 from broker.blobs.filesystem import FilesystemBlobStore
 from broker.blobs.protocol import BlobStore
+from broker.clock import SYSTEM_CLOCK, Clock
+from broker.demographics.local import LocalDemographics
+from broker.demographics.pds import PdsDemographics
+from broker.demographics.protocol import Demographics
 from broker.settings import Settings, SettingsError
 from broker.store.protocol import MetadataStore
 from broker.store.sqlite import SqliteStore
@@ -49,6 +54,21 @@ def blob_store(settings: Settings) -> BlobStore:
             url, endpoint_url=settings.s3_endpoint_url or None, region=settings.s3_region or None
         )
     raise SettingsError(f"MESH_BLOB_URL must start with file:/// or s3://, not {url!r}")
+
+
+def demographics(settings: Settings, store: MetadataStore, clock: Clock = SYSTEM_CLOCK) -> Demographics:
+    """MESH_DEMOGRAPHICS picks where GP routing traces patients: the local directory or a PDS FHIR endpoint."""
+    if settings.demographics == "pds":
+        return PdsDemographics(
+            settings.pds_url,
+            timeout_seconds=settings.pds_timeout_seconds,
+            retries=settings.pds_retries,
+            cache_seconds=settings.pds_cache_seconds,
+            api_key=settings.pds_api_key,
+            bearer_token=settings.pds_bearer_token,
+            clock=clock,
+        )
+    return LocalDemographics(store)
 
 
 def _require(module: str, extra: str, variable: str) -> None:

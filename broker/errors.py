@@ -28,6 +28,20 @@ class ErrorCode(enum.Enum):
     UNREGISTERED_TO = ErrorSpec(417, "SEND", "12", "Unregistered to address")
     SENDER_NOT_ALLOWED = ErrorSpec(417, "SEND", "16", "Sender is not allowed to send messages of this type")
     WORKFLOW_NOT_REGISTERED = ErrorSpec(417, "SEND", "17", "Workflow ID not registered for mailbox")
+    # Code 12 as for any address the workflow cannot deliver to; the description says why.
+    PATIENT_ADDRESSING_NOT_ALLOWED = ErrorSpec(
+        417, "SEND", "12", "Unregistered to address: GPPROVIDER addressing is not enabled for this workflow"
+    )
+    # The route of a GPPROVIDER send cannot be resolved now; nothing was stored and the client may retry.
+    DEMOGRAPHICS_UNAVAILABLE = ErrorSpec(
+        503, "SEND", "DemographicsUnavailable", "The demographics service is unavailable; try again later"
+    )
+    # Failed GP traces: never an HTTP answer (the send is 202), they become REPORTs in the sender's inbox.
+    EPL_MANY_MAILBOXES = ErrorSpec(417, "SEND", "EPL-150", "Too many mailbox matches")
+    EPL_NO_MAILBOX = ErrorSpec(417, "SEND", "EPL-151", "No mailbox matched")
+    EPL_INVALID_NHS_NUMBER = ErrorSpec(417, "SEND", "EPL-152", "Invalid NHS number")
+    EPL_NOT_FOUND = ErrorSpec(417, "SEND", "EPL-153", "NHS number not found")
+    EPL_NO_MATCH = ErrorSpec(417, "SEND", "EPL-154", "Supplied NHS number does not match the demographics")
     INVALID_CHECKSUM = ErrorSpec(400, "SEND", "Invalid checksum", "Invalid checksum")
     UNSUPPORTED_ENCODING = ErrorSpec(422, "SEND", "UnsupportedContentEncoding", "Unsupported content encoding")
     INVALID_CHUNKS = ErrorSpec(

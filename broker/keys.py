@@ -10,6 +10,7 @@ from broker.auth import Authenticator
 from broker.blobs.protocol import BlobStore
 from broker.budget import MemoryBudget
 from broker.clock import Clock
+from broker.demographics.protocol import Demographics
 from broker.ids import RequestIds
 from broker.metrics import Metrics
 from broker.models import Mailbox
@@ -33,6 +34,7 @@ MESSAGING = web.AppKey("messaging", Messaging)
 REPORTS = web.AppKey("reports", Reports)
 SANDBOX_ADMIN = web.AppKey("sandbox_admin", SandboxAdmin)
 HOUSEKEEPING = web.AppKey("housekeeping", Housekeeping)
+DEMOGRAPHICS = web.AppKey("demographics", Demographics)
 
 
 class Auth(enum.Enum):

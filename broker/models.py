@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
 
 class Status(enum.StrEnum):
@@ -51,6 +51,19 @@ class Workflow:
     restricted: bool = False
     senders: tuple[str, ...] = ()
     receivers: tuple[str, ...] = ()
+    #: Accepts `mex-To: GPPROVIDER_<NHS number>_<date of birth>_<surname>` (routing to the patient's GP).
+    patient_addressing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Patient:
+    """What a demographics directory knows of a patient: enough to cross-check and find the GP practice."""
+
+    nhs_number: str
+    date_of_birth: date | None
+    family_name: str
+    #: The registered GP practice's ODS code; "" when the patient has none.
+    gp_ods_code: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from typing import Any
 DEMO_SHARED_KEY = "TestKey"
 CLIENT_CERT_MODES = ("off", "optional", "required")
 EVENT_LOOPS = ("uvloop", "asyncio")
+DEMOGRAPHICS_SOURCES = ("local", "pds")
 
 
 class SettingsError(ValueError):
@@ -24,6 +25,13 @@ def _flag(name: str, raw: str) -> bool:
     if value in ("off", "false", "no", "0", ""):
         return False
     raise SettingsError(f"{name} must be on or off, not {raw!r}")
+
+
+def _float(name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
 
 
 def _int(name: str, raw: str) -> int:
@@ -63,6 +71,13 @@ class Settings:
     event_loop: str = "uvloop"
     env_name: str = "local"
     build_label: str = "latest"
+    demographics: str = "local"
+    pds_url: str = ""
+    pds_timeout_seconds: float = 3.0
+    pds_retries: int = 2
+    pds_cache_seconds: int = 300
+    pds_api_key: str = ""
+    pds_bearer_token: str = ""
 
     def __post_init__(self) -> None:
         if self.tls_client_cert not in CLIENT_CERT_MODES:
@@ -81,6 +96,24 @@ class Settings:
             raise SettingsError("MESH_DB_POOL_MIN must be at least 1 and at most MESH_DB_POOL_MAX")
         if self.max_request_bytes <= 0 or self.max_message_bytes < self.max_request_bytes:
             raise SettingsError("MESH_MAX_REQUEST_BYTES must be positive and at most MESH_MAX_MESSAGE_BYTES")
+        self._check_demographics()
+
+    def _check_demographics(self) -> None:
+        if self.demographics not in DEMOGRAPHICS_SOURCES:
+            raise SettingsError(
+                f"MESH_DEMOGRAPHICS must be one of {', '.join(DEMOGRAPHICS_SOURCES)}, not {self.demographics!r}"
+            )
+        if self.demographics == "pds" and not self.pds_url.startswith(("http://", "https://")):
+            raise SettingsError(
+                "MESH_DEMOGRAPHICS=pds needs MESH_PDS_URL, the PDS FHIR base URL (http:// or https://), "
+                "e.g. https://sandbox.api.service.nhs.uk/personal-demographics/FHIR/R4"
+            )
+        if not self.pds_timeout_seconds > 0:
+            raise SettingsError(f"MESH_PDS_TIMEOUT_SECONDS must be positive, not {self.pds_timeout_seconds}")
+        if not 0 <= self.pds_retries <= 10:
+            raise SettingsError(f"MESH_PDS_RETRIES must be between 0 and 10, not {self.pds_retries}")
+        if self.pds_cache_seconds < 0:
+            raise SettingsError(f"MESH_PDS_CACHE_SECONDS must be 0 (no cache) or more, not {self.pds_cache_seconds}")
 
     @property
     def effective_shared_key(self) -> bytes:
@@ -135,7 +168,10 @@ _INTS = {
     "transfer_memory_bytes",
     "inbox_expiry_days",
     "auth_clock_skew_seconds",
+    "pds_retries",
+    "pds_cache_seconds",
 }
+_FLOATS = {"pds_timeout_seconds"}
 _FLAGS = {"demo", "sandbox_admin", "db_migrate"}
 
 
@@ -144,8 +180,10 @@ def _convert(field_name: str, env_name: str, raw: str) -> Any:
         return Path(raw)
     if field_name in _INTS:
         return _int(env_name, raw)
+    if field_name in _FLOATS:
+        return _float(env_name, raw)
     if field_name in _FLAGS:
         return _flag(env_name, raw)
-    if field_name in ("tls_client_cert", "event_loop"):
+    if field_name in ("tls_client_cert", "event_loop", "demographics"):
         return raw.strip().lower()
     return raw

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
+from datetime import date
 from typing import Any
 
 import orjson
 
 from broker.clock import SYSTEM_CLOCK, Clock
 from broker.errors import BrokerError, ErrorCode
-from broker.models import Mailbox, Workflow
+from broker.models import Mailbox, Patient, Workflow
 from broker.store.protocol import MetadataStore
 
 #: mesh-sandbox's canned mailboxes and workflows (mesh-api.md section 9.3), seeded in demo mode.
@@ -23,6 +24,38 @@ DEMO_WORKFLOWS = (
     Workflow("TEST_WORKFLOW", senders=("X26ABC1",), receivers=("X26ABC2",)),
     Workflow("TEST_WORKFLOW_ACK", senders=("X26ABC2",), receivers=("X26ABC1", "X26ABC3")),
     Workflow("TEST_WORKFLOW2", senders=("X26ABC1",), receivers=("X26ABC1", "X26ABC2", "X26ABC3")),
+)
+
+#: The workflows MESH accepts GPPROVIDER patient addressing on (mesh-ecosystem.md section 4).
+PATIENT_ADDRESSING_WORKFLOWS = (
+    "TOC_FHIR_IP_DISCH",
+    "TOC_FHIR_MH_DISCH",
+    "TOC_FHIR_EC_DISCH",
+    "TOC_FHIR_OP_ATTEN",
+    "TOC_OUTP_ATT_DMS",
+    "GPFED_CONSULT_REPORT",
+    "GPFED_CONSULT_REPORT_ACK",
+    "GPCONNECT_UPDATE_RECORD",
+    "GPCONNECT_UPDATE_RECORD_ACK",
+    "GPCONNECT_SEND_DOCUMENT",
+)
+#: Demo GP practices: A99901 has one mailbox on every patient-addressed workflow, A99902 two (so a trace
+#: there ends in EPL-150), A99903 none (EPL-151).
+DEMO_GP_MAILBOXES = (
+    Mailbox("X26GP01", "password", "DEMO PRACTICE ONE", "A99901", "A99901", "Demo Practice One", "England"),
+    Mailbox("X26GP02A", "password", "DEMO PRACTICE TWO A", "A99902", "A99902", "Demo Practice Two", "England"),
+    Mailbox("X26GP02B", "password", "DEMO PRACTICE TWO B", "A99902", "A99902", "Demo Practice Two", "England"),
+)
+DEMO_GP_WORKFLOWS = tuple(
+    Workflow(workflow_id, receivers=tuple(m.mailbox_id for m in DEMO_GP_MAILBOXES), patient_addressing=True)
+    for workflow_id in PATIENT_ADDRESSING_WORKFLOWS
+)
+#: Synthetic patients: NHS numbers from the 999 test range (never issued to real people), valid check digits.
+DEMO_PATIENTS = (
+    Patient("9990000018", date(1967, 1, 26), "Smith", "A99901"),
+    Patient("9990000026", date(1985, 7, 14), "O'Brien-Núñez", "A99901"),
+    Patient("9990000034", date(1990, 3, 2), "Jones", "A99902"),
+    Patient("9990000042", date(2001, 11, 30), "Taylor", "A99903"),
 )
 
 
@@ -82,18 +115,21 @@ class Directory:
             workflow.restricted,
             tuple(sorted({m.strip().upper() for m in workflow.senders if m.strip()})),
             tuple(sorted({m.strip().upper() for m in workflow.receivers if m.strip()})),
+            workflow.patient_addressing,
         )
         await self._store.put_workflow(normalised)
         return normalised
 
     async def seed_demo(self) -> bool:
-        """Seed the sandbox's demo mailboxes and workflows into an empty store; False if it had mailboxes."""
+        """Seed the sandbox's demo mailboxes and workflows, and the GP routing demo (practices, patient-addressed
+        workflows, synthetic patients), into an empty store; False if it had mailboxes."""
         if await self._store.count_mailboxes():
             return False
-        for mailbox in DEMO_MAILBOXES:
+        for mailbox in DEMO_MAILBOXES + DEMO_GP_MAILBOXES:
             await self.add_mailbox(mailbox)
-        for workflow in DEMO_WORKFLOWS:
+        for workflow in DEMO_WORKFLOWS + DEMO_GP_WORKFLOWS:
             await self.add_workflow(workflow)
+        await self._store.put_patients(DEMO_PATIENTS)
         return True
 
     async def import_sandbox(

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
+from broker import nhs
 from broker.blobs.protocol import BlobStore
 from broker.budget import MemoryBudget
 from broker.clock import SYSTEM_CLOCK, Clock
@@ -19,6 +21,7 @@ from broker.integrity import Meter
 from broker.metrics import Metrics
 from broker.models import Chunk, Event, Mailbox, Message, MessageType, Party, Status
 from broker.services.directory import Directory
+from broker.services.routing import GpRouting, RouteFailure
 from broker.store.protocol import (
     ChunkOutcome,
     DuplicateMessageId,
@@ -27,6 +30,10 @@ from broker.store.protocol import (
     MetadataStore,
     WorkflowFilter,
 )
+
+if TYPE_CHECKING:
+    # Reports builds on blob_key from this module, so it is only named here, never imported at run time.
+    from broker.services.reports import Reports
 
 DELIVERED = ("TRANSFER", "00", "Transferred to recipient mailbox")
 INBOX_DEFAULT_PAGE = 500
@@ -38,6 +45,27 @@ class InboxPage:
     message_ids: list[str]
     continue_from: str | None
     approx_count: int | None
+
+
+#: The recipient recorded on a GPPROVIDER message whose route failed: empty, so no patient detail is kept.
+UNROUTED = Party("")
+
+
+def is_unrouted(message: Message) -> bool:
+    return message.status is Status.ERROR and message.recipient == UNROUTED
+
+
+async def _discard(meter: Meter) -> int:
+    """Read a body to its end (counting it within the request limit) without keeping it."""
+    async for _piece in meter:
+        pass
+    return meter.size
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    empty: tuple[bytes, ...] = ()
+    for piece in empty:
+        yield piece
 
 
 def blob_key(message_id: str, chunk_number: int) -> str:
@@ -77,6 +105,8 @@ class Messaging:
         budget: MemoryBudget | None = None,
         metrics: Metrics | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        routing: GpRouting | None = None,
+        reports: Reports | None = None,
     ):
         self._store = store
         self._blobs = blobs
@@ -88,6 +118,8 @@ class Messaging:
         self._metrics = metrics or Metrics()
         self._inbox_expiry = inbox_expiry
         self._clock = clock
+        self._routing = routing
+        self._reports = reports
 
     # Sending ---------------------------------------------------------------------------------------------
     async def send(self, sender: Mailbox, request: SendRequest, body: AsyncIterable[bytes]) -> str:
@@ -98,7 +130,15 @@ class Messaging:
             raise BrokerError(ErrorCode.INVALID_FROM)
         if request.declared_type is not None and request.declared_type.strip().upper() != "DATA":
             raise BrokerError(ErrorCode.INVALID_MESSAGE_TYPE)
-        recipient = await self._store.get_mailbox(request.recipient)
+        if self._routing is not None and nhs.is_gp_address(request.recipient):
+            # Resolved before any byte is stored: an unavailable directory fails the send (503), storing nothing.
+            await self._routing.check_allowed(sender.mailbox_id, request.workflow_id)
+            route = await self._routing.resolve(request.recipient, request.workflow_id)
+            if isinstance(route, RouteFailure):
+                return await self._send_unroutable(sender, request, body, route)
+            recipient: Mailbox | None = route
+        else:
+            recipient = await self._store.get_mailbox(request.recipient)
         if recipient is None or not recipient.active:
             raise BrokerError(ErrorCode.UNREGISTERED_TO)
         await self._directory.check_permission(sender.mailbox_id, recipient.mailbox_id, request.workflow_id)
@@ -147,6 +187,57 @@ class Messaging:
         await self._blobs.delete(key)
         raise BrokerError(ErrorCode.INTERNAL)
 
+    async def _send_unroutable(
+        self, sender: Mailbox, request: SendRequest, body: AsyncIterable[bytes], failure: RouteFailure
+    ) -> str:
+        """Accept a GPPROVIDER send whose trace failed: the message is recorded in error and the sender gets an
+        EPL REPORT. Its recipient is an empty party, so no patient detail is kept; its bytes are read and
+        dropped, since nothing will ever deliver them."""
+        if self._reports is None:
+            raise BrokerError(ErrorCode.INTERNAL)
+        size = await _discard(Meter(body, self._max_request_bytes))
+        if size == 0:
+            raise BrokerError(ErrorCode.DATA_FILE_MISSING)
+        now = self._clock.now()
+        spec = failure.code.spec
+        for _attempt in range(3):
+            message_id = new_message_id(now)
+            key = blob_key(message_id, 1)
+            await self._blobs.put(key, _nothing())
+            message = Message(
+                message_id=message_id,
+                message_type=MessageType.DATA,
+                sender=Party.of(sender),
+                recipient=UNROUTED,
+                workflow_id=request.workflow_id,
+                total_chunks=request.total_chunks,
+                content_encoding=request.content_encoding,
+                meta=replace(request.meta, file_name=request.meta.file_name or f"{message_id}.dat"),
+                status=Status.ERROR,
+                created_at=now,
+                status_at=now,
+                events=(Event(Status.ERROR, now, spec.event, spec.code, failure.text),),
+            )
+            try:
+                await self._store.create_message(message, Chunk(message_id, 1, key, 0))
+            except DuplicateMessageId:
+                await self._blobs.delete(key)
+                continue
+            except BaseException:
+                await asyncio.shield(self._blobs.delete(key))
+                raise
+            self._metrics.messages_sent.labels(self._metrics.workflow(request.workflow_id)).inc()
+            await self._reports.deliver(
+                Party.of(sender),
+                Event(Status.ERROR, now, spec.event, spec.code, failure.text, message_id),
+                workflow_id=request.workflow_id,
+                subject=message.meta.subject,
+                local_id=message.meta.local_id,
+                file_name=message.meta.file_name,
+            )
+            return message_id
+        raise BrokerError(ErrorCode.INTERNAL)
+
     async def upload_chunk(
         self, sender: Mailbox, message_id: str, number: int, content_encoding: str, body: AsyncIterable[bytes]
     ) -> bool:
@@ -156,6 +247,12 @@ class Messaging:
             raise BrokerError(ErrorCode.NOT_FOUND, message_id=message_id)
         if message.sender.mailbox_id != sender.mailbox_id:
             raise BrokerError(ErrorCode.FORBIDDEN, message_id=message_id)
+        if is_unrouted(message):
+            # The sender's client finishes its upload as for any send; the REPORT already told it the outcome.
+            if number > message.total_chunks:
+                raise BrokerError(ErrorCode.CHUNK_OUT_OF_RANGE, message_id=message_id)
+            await _discard(Meter(body, self._max_request_bytes, message_id))
+            return False
         if message.status is not Status.UPLOADING:
             raise BrokerError(ErrorCode.CHUNK_FINALISED, message_id=message_id)
         if number > message.total_chunks or message.message_type is not MessageType.DATA:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from broker.models import Chunk, Event, Mailbox, Message, Status, Workflow
+from broker.models import Chunk, Event, Mailbox, Message, Patient, Status, Workflow
 from broker.store import queries
 from broker.store.filters import like_pattern
 from broker.store.protocol import (
@@ -16,7 +17,7 @@ from broker.store.protocol import (
     StoreError,
     WorkflowFilter,
 )
-from broker.store.rows import mailbox_from_row, mailbox_values, message_from_row, message_values
+from broker.store.rows import mailbox_from_row, mailbox_values, message_from_row, message_values, patient_from_row
 
 try:
     import asyncpg
@@ -117,7 +118,9 @@ class PostgresStore:
         members = [(workflow.workflow_id, "sender", m) for m in workflow.senders]
         members += [(workflow.workflow_id, "receiver", m) for m in workflow.receivers]
         async with _Translate(), self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(Q["put_workflow"], workflow.workflow_id, workflow.restricted)
+            await conn.execute(
+                Q["put_workflow"], workflow.workflow_id, workflow.restricted, workflow.patient_addressing
+            )
             await conn.execute(Q["clear_workflow_members"], workflow.workflow_id)
             if members:
                 await conn.executemany(Q["add_workflow_member"], members)
@@ -138,6 +141,19 @@ class PostgresStore:
             else:
                 rows = await self.pool.fetch(Q["receivers_by_ods"], workflow_id, ods_code)
         return [mailbox_from_row(r) for r in rows]
+
+    # Local demographics directory ------------------------------------------------------------------------
+    async def put_patients(self, patients: Sequence[Patient]) -> None:
+        rows = [(p.nhs_number, p.date_of_birth, p.family_name, p.gp_ods_code) for p in patients]
+        if not rows:
+            return
+        async with _Translate(), self.pool.acquire() as conn, conn.transaction():
+            await conn.executemany(Q["put_patient"], rows)
+
+    async def get_patient(self, nhs_number: str) -> Patient | None:
+        async with _Translate():
+            row = await self.pool.fetchrow(Q["get_patient"], nhs_number)
+        return None if row is None else patient_from_row(row)
 
     # Auth ------------------------------------------------------------------------------------------------
     async def use_token(self, token_key: str, expires_at: datetime) -> bool:
@@ -310,6 +326,7 @@ async def _workflow(conn: asyncpg.Connection, row: Any) -> Workflow:
         restricted=bool(row[1]),
         senders=tuple(m for role, m in members if role == "sender"),
         receivers=tuple(m for role, m in members if role == "receiver"),
+        patient_addressing=bool(row[2]),
     )
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from broker.models import Chunk, Event, Mailbox, Message, Workflow
+from broker.models import Chunk, Event, Mailbox, Message, Patient, Workflow
 
 
 class StoreError(Exception):
@@ -85,6 +86,13 @@ class MetadataStore(Protocol):
 
     async def receivers(self, workflow_id: str, ods_code: str | None = None) -> list[Mailbox]:
         """Active mailboxes registered to receive the workflow, optionally only those of one ODS code."""
+
+    # Local demographics directory ------------------------------------------------------------------------
+    async def put_patients(self, patients: Sequence[Patient]) -> None:
+        """Create or replace patients by NHS number, all in one transaction."""
+
+    async def get_patient(self, nhs_number: str) -> Patient | None:
+        """The patient with this NHS number, or None."""
 
     # Auth ------------------------------------------------------------------------------------------------
     async def use_token(self, token_key: str, expires_at: datetime) -> bool:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
 
-from broker.models import Event, Mailbox, Message, MessageMeta, MessageType, Party, Status
+from broker.models import Event, Mailbox, Message, MessageMeta, MessageType, Party, Patient, Status
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -90,6 +90,14 @@ def mailbox_values(mailbox: Mailbox) -> tuple[Any, ...]:
         mailbox.billing_entity,
         mailbox.active,
     )
+
+
+def patient_from_row(row: Any) -> Patient:
+    """A `get_patient` row; SQLite keeps the date of birth as ISO text, PostgreSQL as a date."""
+    born = row[1]
+    if isinstance(born, str):
+        born = date.fromisoformat(born)
+    return Patient(nhs_number=row[0], date_of_birth=born, family_name=row[2], gp_ods_code=row[3])
 
 
 def event_from_row(row: Any) -> Event:

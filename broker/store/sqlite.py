@@ -6,13 +6,13 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from broker.models import Chunk, Event, Mailbox, Message, Status, Workflow
+from broker.models import Chunk, Event, Mailbox, Message, Patient, Status, Workflow
 from broker.store import queries
 from broker.store.filters import like_pattern
 from broker.store.protocol import (
@@ -30,6 +30,7 @@ from broker.store.rows import (
     mailbox_values,
     message_from_row,
     message_values,
+    patient_from_row,
     to_micros,
 )
 from broker.store.sqlite_writer import Checkpointer, GroupCommitWriter
@@ -170,7 +171,7 @@ class SqliteStore:
 
     async def put_workflow(self, workflow: Workflow) -> None:
         def put(conn: sqlite3.Connection) -> None:
-            conn.execute(Q["put_workflow"], (workflow.workflow_id, workflow.restricted))
+            conn.execute(Q["put_workflow"], (workflow.workflow_id, workflow.restricted, workflow.patient_addressing))
             conn.execute(Q["clear_workflow_members"], (workflow.workflow_id,))
             members = [(workflow.workflow_id, "sender", m) for m in workflow.senders]
             members += [(workflow.workflow_id, "receiver", m) for m in workflow.receivers]
@@ -199,6 +200,18 @@ class SqliteStore:
             return [mailbox_from_row(r) for r in rows]
 
         return await self._read(find)
+
+    # Local demographics directory ------------------------------------------------------------------------
+    async def put_patients(self, patients: Sequence[Patient]) -> None:
+        rows = [(p.nhs_number, _iso_date(p), p.family_name, p.gp_ods_code) for p in patients]
+        await self._write(lambda conn: conn.executemany(Q["put_patient"], rows))
+
+    async def get_patient(self, nhs_number: str) -> Patient | None:
+        def get(conn: sqlite3.Connection) -> Patient | None:
+            row = conn.execute(Q["get_patient"], (nhs_number,)).fetchone()
+            return None if row is None else patient_from_row(row)
+
+        return await self._read(get)
 
     # Auth ------------------------------------------------------------------------------------------------
     async def use_token(self, token_key: str, expires_at: datetime) -> bool:
@@ -353,7 +366,12 @@ def _workflow(conn: sqlite3.Connection, row: Any) -> Workflow:
         restricted=bool(row[1]),
         senders=tuple(m for role, m in members if role == "sender"),
         receivers=tuple(m for role, m in members if role == "receiver"),
+        patient_addressing=bool(row[2]),
     )
+
+
+def _iso_date(patient: Patient) -> str | None:
+    return None if patient.date_of_birth is None else patient.date_of_birth.isoformat()
 
 
 def _use_token(conn: sqlite3.Connection, token_key: str, expires_at: int) -> bool:

@@ -111,8 +111,8 @@ def test_restricted_workflow(data_dir: Path, broker: BrokerProcess, client_for: 
     assert "(unrestricted)" in cli(data_dir, "workflow", "add", "OPEN_WF", "--receiver", "MB3")
 
     rows = table(cli(data_dir, "workflow", "list"))
-    assert rows["CLOSED_WF"] == ["CLOSED_WF", "yes", "MB1", "MB2"]
-    assert rows["OPEN_WF"] == ["OPEN_WF", "no", "-", "MB3"]
+    assert rows["CLOSED_WF"] == ["CLOSED_WF", "yes", "MB1", "MB2", "no"]
+    assert rows["OPEN_WF"] == ["OPEN_WF", "no", "-", "MB3", "no"]
 
     mb1, mb3 = client_for(broker, "MB1", "pw"), client_for(broker, "MB3", "pw")
     assert mb1.send_message("MB2", b"allowed", workflow_id="CLOSED_WF")
@@ -198,3 +198,68 @@ def test_serve_rejects_a_bad_setting(data_dir: Path) -> None:
     )
     assert done.returncode == 2
     assert "MESH_DEMO" in done.stderr
+
+
+PATIENTS_CSV = """nhs_number,date_of_birth,family_name,gp_ods_code
+9990000018,1967-01-26,Smith,A11
+9990000026,19850714,O'Brien-Núñez,B22
+"""
+
+
+def test_demographics_import_csv_and_gp_routing(data_dir: Path, broker: BrokerProcess, client_for: MakeClient) -> None:
+    for mailbox, ods in (("TRUST", "T01"), ("PRACTICE", "A11")):
+        cli(data_dir, "mailbox", "add", mailbox, "--password", "pw", "--ods-code", ods)
+    out = cli(data_dir, "workflow", "add", "GPCONNECT_SEND_DOCUMENT", "--patient-addressing", "--receiver", "PRACTICE")
+    assert "workflow GPCONNECT_SEND_DOCUMENT saved (unrestricted, patient addressing)" in out
+    assert table(cli(data_dir, "workflow", "list"))["GPCONNECT_SEND_DOCUMENT"][-1] == "yes"
+    patients = data_dir.parent / "patients.csv"
+    patients.write_text(PATIENTS_CSV, encoding="utf-8")
+
+    assert "imported 2 patients registered at 2 practices" in cli(data_dir, "demographics", "import", str(patients))
+    shown = cli(data_dir, "demographics", "show", "999 000 0026").splitlines()
+    assert shown[1].split() == ["9990000026", "1985-07-14", "B22", "O'Brien-Núñez"]
+
+    trust, practice = client_for(broker, "TRUST", "pw"), client_for(broker, "PRACTICE", "pw")
+    message_id = trust.send_message(
+        "GPPROVIDER_9990000018_19670126_SMITH", b"routed", workflow_id="GPCONNECT_SEND_DOCUMENT"
+    )
+    assert practice.list_messages() == [message_id]
+
+
+def test_demographics_import_fhir_bundle(data_dir: Path, tmp_path: Path) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "Patient",
+                    "id": "9990000042",
+                    "birthDate": "2001-11-30",
+                    "name": [{"use": "usual", "family": "Taylor"}],
+                    "generalPractitioner": [
+                        {"identifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "C33"}}
+                    ],
+                }
+            }
+        ],
+    }
+    path = tmp_path / "patients.json"
+    path.write_text(json.dumps(bundle), encoding="utf-8")
+    assert "imported 1 patients registered at 1 practices" in cli(data_dir, "demographics", "import", str(path))
+    assert cli(data_dir, "demographics", "show", "9990000042").splitlines()[1].split() == [
+        "9990000042",
+        "2001-11-30",
+        "C33",
+        "Taylor",
+    ]
+
+
+def test_demographics_import_names_the_bad_line(data_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "patients.csv"
+    path.write_text(PATIENTS_CSV + "9990000019,1970-01-01,Wrong,A11\n", encoding="utf-8")
+    done = run_cli(data_dir, ["demographics", "import", str(path)])
+    assert done.returncode == 1
+    assert "line 4: the NHS number is not 10 digits with a valid check digit" in done.stderr
+    missing = run_cli(data_dir, ["demographics", "show", "9990000018"])
+    assert missing.returncode == 1 and "no patient 9990000018" in missing.stderr

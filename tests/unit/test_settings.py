@@ -127,3 +127,37 @@ def test_effective_shared_key() -> None:
     assert Settings(demo=True).effective_shared_key == DEMO_SHARED_KEY.encode()
     with pytest.raises(SettingsError, match="MESH_SHARED_KEY"):
         _ = Settings().effective_shared_key
+
+
+def test_demographics_settings_from_env() -> None:
+    settings = Settings.from_env(
+        {
+            "MESH_DEMOGRAPHICS": "PDS",
+            "MESH_PDS_URL": "https://pds.example/FHIR/R4",
+            "MESH_PDS_TIMEOUT_SECONDS": "1.5",
+            "MESH_PDS_RETRIES": "3",
+            "MESH_PDS_CACHE_SECONDS": "0",
+            "MESH_PDS_API_KEY": "key",
+        }
+    )
+    assert (settings.demographics, settings.pds_url) == ("pds", "https://pds.example/FHIR/R4")
+    assert (settings.pds_timeout_seconds, settings.pds_retries, settings.pds_cache_seconds) == (1.5, 3, 0)
+    assert settings.pds_api_key == "key"
+    assert Settings().demographics == "local"
+
+
+@pytest.mark.parametrize(
+    ("environ", "names"),
+    [
+        ({"MESH_DEMOGRAPHICS": "spine"}, "MESH_DEMOGRAPHICS"),
+        ({"MESH_DEMOGRAPHICS": "pds"}, "MESH_PDS_URL"),
+        ({"MESH_DEMOGRAPHICS": "pds", "MESH_PDS_URL": "pds.example"}, "MESH_PDS_URL"),
+        ({"MESH_PDS_TIMEOUT_SECONDS": "0"}, "MESH_PDS_TIMEOUT_SECONDS"),
+        ({"MESH_PDS_TIMEOUT_SECONDS": "soon"}, "MESH_PDS_TIMEOUT_SECONDS"),
+        ({"MESH_PDS_RETRIES": "-1"}, "MESH_PDS_RETRIES"),
+        ({"MESH_PDS_CACHE_SECONDS": "-5"}, "MESH_PDS_CACHE_SECONDS"),
+    ],
+)
+def test_demographics_settings_are_checked(environ: dict[str, str], names: str) -> None:
+    with pytest.raises(SettingsError, match=names):
+        Settings.from_env(environ)

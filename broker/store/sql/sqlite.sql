@@ -23,8 +23,9 @@ SELECT count(*) FROM mailboxes;
 UPDATE mailboxes SET last_seen_at = ?, last_client = ? WHERE mailbox_id = ?;
 
 -- name: put_workflow
-INSERT INTO workflows (workflow_id, restricted) VALUES (?, ?)
-ON CONFLICT (workflow_id) DO UPDATE SET restricted = excluded.restricted;
+INSERT INTO workflows (workflow_id, restricted, patient_addressing) VALUES (?, ?, ?)
+ON CONFLICT (workflow_id) DO UPDATE SET
+    restricted = excluded.restricted, patient_addressing = excluded.patient_addressing;
 
 -- name: clear_workflow_members
 DELETE FROM workflow_members WHERE workflow_id = ?;
@@ -33,10 +34,10 @@ DELETE FROM workflow_members WHERE workflow_id = ?;
 INSERT OR IGNORE INTO workflow_members (workflow_id, role, mailbox_id) VALUES (?, ?, ?);
 
 -- name: get_workflow
-SELECT workflow_id, restricted FROM workflows WHERE workflow_id = ?;
+SELECT workflow_id, restricted, patient_addressing FROM workflows WHERE workflow_id = ?;
 
 -- name: list_workflows
-SELECT workflow_id, restricted FROM workflows ORDER BY workflow_id;
+SELECT workflow_id, restricted, patient_addressing FROM workflows ORDER BY workflow_id;
 
 -- name: workflow_members
 SELECT role, mailbox_id FROM workflow_members WHERE workflow_id = ? ORDER BY mailbox_id;
@@ -147,3 +148,11 @@ INSERT OR IGNORE INTO orphan_blobs (blob_key, since) VALUES (?, ?);
 -- name: take_orphans
 DELETE FROM orphan_blobs WHERE blob_key IN (SELECT blob_key FROM orphan_blobs ORDER BY since LIMIT ?)
 RETURNING blob_key;
+
+-- name: put_patient
+INSERT INTO patients (nhs_number, date_of_birth, family_name, gp_ods_code) VALUES (?, ?, ?, ?)
+ON CONFLICT (nhs_number) DO UPDATE SET
+    date_of_birth = excluded.date_of_birth, family_name = excluded.family_name, gp_ods_code = excluded.gp_ods_code;
+
+-- name: get_patient
+SELECT nhs_number, date_of_birth, family_name, gp_ods_code FROM patients WHERE nhs_number = ?;
