@@ -14,6 +14,7 @@ sandbox's mailboxes come only from its packaged mailboxes.jsonl, so in that mode
     PYTHONPATH=. .venv/bin/python benchmarks/load.py --users 64 --duration 60
     PYTHONPATH=. .venv/bin/python benchmarks/load.py --backend postgres+s3 --compare-sandbox
 
+--ceiling also runs the locustfile against benchmarks/bare_server.py (in-memory, no checks) in the same run.
 --flatness N runs twice in one go, on an empty store and on one seeded (benchmarks/seed.py) with N acknowledged
 messages, and prints the change in throughput. --profile samples the broker with py-spy (in the bench extra)
 during the run and prints where its busy time went.
@@ -353,6 +354,24 @@ def measure_sandbox(args: argparse.Namespace, stamp: str) -> Result:
     return result
 
 
+def measure_ceiling(args: argparse.Namespace, mailboxes: list[str], stamp: str) -> Result:
+    """The same load against benchmarks/bare_server.py: what this machine and load generator allow at all."""
+    port = free_port()
+    log = RESULTS / f"load-ceiling-{stamp}.server.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("bare_server.py")), str(port)], stdout=out, stderr=out
+        )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/messageexchange/_ping", server, log)
+        cpu_before = tree_cpu(server.pid)
+        result = run_locust("ceiling", f"http://127.0.0.1:{port}", mailboxes, args, stamp)
+        result.server_cpu_s = tree_cpu(server.pid) - cpu_before
+    finally:
+        stop(server)
+    return result
+
+
 def report(result: Result) -> list[str]:
     """Print the table; return the KPI breaches and failures."""
     problems = []
@@ -418,8 +437,11 @@ def main() -> int:
         metavar="N",
         help="run twice, on an empty store and on one holding N acknowledged messages, and compare (embedded)",
     )
+    parser.add_argument(
+        "--ceiling", action="store_true", help="also run against a bare in-memory aiohttp server (the ceiling)"
+    )
     args = parser.parse_args()
-    if args.flatness and (args.backend != "embedded" or args.compare_sandbox):
+    if args.flatness and (args.backend != "embedded" or args.compare_sandbox or args.ceiling):
         parser.error("--flatness seeds the embedded store only, and not with --compare-sandbox")
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -439,6 +461,8 @@ def main() -> int:
         results.append(measure_sandbox(args, stamp))
     if args.flatness:
         results.append(measure_broker(args, mailboxes, stamp, seeded=args.flatness))
+    if args.ceiling:
+        results.append(measure_ceiling(args, mailboxes, stamp))
     problems = [problem for result in results for problem in report(result)]
     if args.compare_sandbox:
         compare(results[0], results[1])
@@ -449,8 +473,14 @@ def main() -> int:
             f"\nflatness: {empty.cycles_per_s:.1f} cycles/s empty, {full.cycles_per_s:.1f} cycles/s with "
             f"{args.flatness:,} acknowledged messages ({change:+.1f}%; target within 10%)"
         )
-    # The KPIs bind our broker; the sandbox's figures are for comparison only.
-    problems = [p for p in problems if not p.startswith("sandbox:")]
+    if args.ceiling:
+        ceiling = results[-1]
+        share = 100 * results[0].cycles_per_s / ceiling.cycles_per_s if ceiling.cycles_per_s else float("nan")
+        print(
+            f"\nceiling: the bare server managed {ceiling.cycles_per_s:.1f} cycles/s; the broker reached {share:.0f}%"
+        )
+    # The KPIs bind our broker; the sandbox's and the bare server's figures are for comparison only.
+    problems = [p for p in problems if not p.startswith(("sandbox:", "ceiling:"))]
     for problem in problems:
         print(f"FAIL {problem}")
     print("KPIs met (median <= 0.2 s, p99 <= 1 s, no failures)" if not problems else "KPIs NOT met")

@@ -67,7 +67,7 @@ def create_app(
     app[CLOCK] = clock = clock if clock is not None else SYSTEM_CLOCK
     app[REQUEST_IDS] = RequestIds()
     app[STORE] = store if store is not None else backends.metadata_store(settings)
-    app[METRICS] = Metrics()
+    app[METRICS] = Metrics(workflow_label_limit=settings.metrics_workflow_labels)
     inner_blobs = blobs if blobs is not None else backends.blob_store(settings)
     app[BLOBS] = MeteredBlobStore(inner_blobs, app[METRICS], backend=type(inner_blobs).__name__)
     expiry = timedelta(days=settings.inbox_expiry_days)

@@ -68,6 +68,8 @@ class Settings:
     transfer_memory_bytes: int = 256 * 1024 * 1024
     inbox_expiry_days: int = 5
     auth_clock_skew_seconds: int = 2 * 3600
+    #: Distinct workflow IDs given their own label on message metrics; the rest are counted as "other".
+    metrics_workflow_labels: int = 50
     event_loop: str = "uvloop"
     env_name: str = "local"
     build_label: str = "latest"
@@ -92,6 +94,8 @@ class Settings:
             raise SettingsError("MESH_TLS_CLIENT_CERT needs HTTPS (MESH_TLS_CERT, MESH_TLS_KEY) and MESH_TLS_CLIENT_CA")
         if not (0 < self.port < 65536):
             raise SettingsError(f"MESH_PORT must be between 1 and 65535, not {self.port}")
+        if self.metrics_workflow_labels < 0:
+            raise SettingsError("MESH_METRICS_WORKFLOW_LABELS must be 0 or more")
         if not 1 <= self.db_pool_min <= self.db_pool_max:
             raise SettingsError("MESH_DB_POOL_MIN must be at least 1 and at most MESH_DB_POOL_MAX")
         if self.max_request_bytes <= 0 or self.max_message_bytes < self.max_request_bytes:
@@ -168,6 +172,7 @@ _INTS = {
     "transfer_memory_bytes",
     "inbox_expiry_days",
     "auth_clock_skew_seconds",
+    "metrics_workflow_labels",
     "pds_retries",
     "pds_cache_seconds",
 }

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from broker.app import create_app
 from broker.keys import HOUSEKEEPING, METRICS
+from broker.settings import Settings
 from tests.api.helpers import MB1, MB2
 from tests.support import Mesh
 
@@ -73,3 +77,15 @@ async def test_blob_operations_inbox_depth_are_exported(client: TestClient, mb1:
     assert value(found, "mesh_inbox_messages") == 1
     puts = [v for (name, labels), v in found.items() if name == "mesh_blob_operation_duration_seconds_count"]
     assert puts and sum(puts) >= 1
+
+
+async def test_workflow_labels_beyond_the_configured_number_fold_into_other(
+    aiohttp_client: Callable[..., Awaitable[TestClient]], settings: Settings
+) -> None:
+    client = await aiohttp_client(create_app(settings.with_(metrics_workflow_labels=2)))
+    sender = Mesh(client, MB1)
+    for workflow in ("WF_A", "WF_B", "WF_C", "WF_D", "WF_A"):
+        await sender.send_ok(MB2, b"x", workflow_id=workflow)
+    found = await samples(client)
+    sent = {dict(labels)["workflow"]: v for (name, labels), v in found.items() if name == "mesh_messages_sent_total"}
+    assert sent == {"WF_A": 2, "WF_B": 1, "other": 2}
