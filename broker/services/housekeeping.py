@@ -224,13 +224,15 @@ class Housekeeping:
             await asyncio.sleep(interval_seconds)
 
     async def run_forever(self, interval_seconds: float) -> None:
+        """A pass every interval, the first one interval after start: nothing is due in a node's first seconds
+        that the other nodes (or the next pass) will not do, and tests drive passes themselves meanwhile."""
         while True:
+            await asyncio.sleep(interval_seconds)
             try:
                 await self.run_once()
             except Exception:
                 # Any failure, not only store and blob errors: a dead loop would stop expiry on this node silently.
                 log.exception("housekeeping pass failed", extra={"action": "housekeeping_failed"})
-            await asyncio.sleep(interval_seconds)
 
 
 async def _all_or_nothing(
