@@ -128,18 +128,19 @@ class Housekeeping:
 
     async def _discard(self, claims: list[NonDelivery]) -> None:
         for claim in claims:
-            await self._reports.discard(PreparedReport(claim.report, claim.report_chunk))
+            if claim.report is not None and claim.report_chunk is not None:
+                await self._reports.discard(PreparedReport(claim.report, claim.report_chunk))
 
     def _count_undeliverable(self, candidate: UndeliverableCandidate, claim: NonDelivery) -> None:
         message = candidate.message
         workflow = self._metrics.workflow(message.workflow_id)
         self._metrics.messages_undeliverable.labels(workflow, candidate.reason.value).inc()
         log.info(
-            "message undeliverable, non-delivery report sent",
+            "message undeliverable",
             extra={
                 "action": "message_undeliverable",
                 "message_id": message.message_id,
-                "report_id": claim.report.message_id,
+                "report_id": "" if claim.report is None else claim.report.message_id,
                 "reason": candidate.reason.value,
                 "sender": message.sender.mailbox_id,
                 "recipient": message.recipient.mailbox_id,

@@ -73,9 +73,12 @@ class Reports:
 
         Its body is stored, its rows are not: hand it to MetadataStore.mark_undeliverable, and discard the
         report if the claim is lost. taken holds report IDs already used in this batch (one clock reading
-        can serve hundreds of reports) and gains this one.
+        can serve hundreds of reports) and gains this one. An expiring REPORT gets the event but no report.
         """
         now = self._clock.now()
+        if original.message_type is MessageType.REPORT:
+            # A report's sender is the central system, which has no inbox: an unread report just expires.
+            return NonDelivery(original.message_id, Event(Status.UNDELIVERABLE, now, NDR_EVENT, NDR_CODE, description))
         report_id = new_message_id(now)
         while report_id in taken:
             report_id = new_message_id(now)

@@ -311,7 +311,8 @@ class PostgresStore:
             claimed = [c for c in claims if c.message_id in locked]
             for claim in claimed:
                 await _set_status(conn, claim.message_id, claim.event)
-                await _create_message(conn, claim.report, claim.report_chunk)
+                if claim.report is not None and claim.report_chunk is not None:
+                    await _create_message(conn, claim.report, claim.report_chunk)
         return [c.message_id for c in claimed]
 
     async def abandon_uploads(self, created_before: datetime, event: Event, limit: int) -> list[str]:

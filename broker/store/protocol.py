@@ -63,12 +63,13 @@ class UndeliverableCandidate:
 
 @dataclass(frozen=True, slots=True)
 class NonDelivery:
-    """One claim: make message_id undeliverable with event, and store report (its REPORT) with its one chunk."""
+    """One claim: make message_id undeliverable with event, and store report (its REPORT) with its one chunk.
+    A REPORT that expires has no report of its own (its sender, the central system, has no inbox)."""
 
     message_id: str
     event: Event
-    report: Message
-    report_chunk: Chunk
+    report: Message | None = None
+    report_chunk: Chunk | None = None
 
 
 class ChunkOutcome(enum.Enum):
@@ -190,7 +191,7 @@ class MetadataStore(Protocol):
 
     async def mark_undeliverable(self, claims: list[NonDelivery]) -> list[str]:
         """In one transaction, for every claim whose message is still accepted: set it undeliverable, append
-        the claim's event, and insert the claim's report message with its chunk and events. Messages another
+        the claim's event, and insert the claim's report (if any) with its chunk and events. Messages another
         node is claiming at the same moment are skipped (PostgreSQL: FOR UPDATE SKIP LOCKED), as are those no
         longer accepted; their reports are not stored. Returns the message IDs claimed."""
 

@@ -364,7 +364,8 @@ class SqliteStore:
             claimed = [c for c in claims if c.message_id in accepted]
             for claim in claimed:
                 _set_status(conn, claim.message_id, claim.event)
-                _create_message(conn, claim.report, claim.report_chunk)
+                if claim.report is not None and claim.report_chunk is not None:
+                    _create_message(conn, claim.report, claim.report_chunk)
             return [c.message_id for c in claimed]
 
         return await self._write(mark) if claims else []

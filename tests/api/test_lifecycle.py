@@ -16,6 +16,7 @@ from broker.blobs.protocol import BlobNotFound
 from broker.clock import ManualClock
 from broker.keys import BLOBS, HOUSEKEEPING, METRICS, STORE
 from broker.settings import Settings
+from broker.store.protocol import Box
 from tests.api.helpers import (
     MB1,
     MB2,
@@ -155,6 +156,25 @@ async def test_unacknowledged_message_becomes_undeliverable_with_an_ndr_to_its_s
     assert (await ack(mb1, report_id)).status == 200
     await housekeeping(app)
     assert await inbox_ids(mb1) == []
+
+
+async def test_an_unread_report_expires_without_a_report_of_its_own(
+    app: web.Application, mb1: Mesh, clock: ManualClock
+) -> None:
+    original = await send_original(mb1)
+    clock.advance(EXPIRY + SECOND)
+    await housekeeping(app)
+    report_id = await the_report(mb1)
+
+    clock.advance(EXPIRY + SECOND)
+    await housekeeping(app)
+    assert await inbox_ids(mb1) == []
+    report = await app[STORE].get_message(report_id)
+    assert report is not None and report.status.value == "undeliverable"
+    messages, _ = await app[STORE].list_messages("", Box.INBOX, clock.now() - 3 * EXPIRY, 10)
+    assert messages == []  # nothing addressed to the central system
+    assert metric(app, "mesh_messages_expired_total", workflow="TEST_WORKFLOW", reason="expired") == 2
+    assert (await tracking_status(mb1, original)) == "undeliverable"
 
 
 async def test_acknowledged_messages_never_expire(

@@ -202,3 +202,12 @@ async def test_rich_lists_are_newest_first_in_every_status_and_page(store: Metad
     recent, _ = await store.list_messages("BOB", Box.INBOX, T0 + 4 * HOUR, 10)
     assert [m.message_id for m in recent] == newest_first[:2]
     assert (await store.list_messages("ALICE", Box.INBOX, T0, 10)) == ([], None)
+
+
+async def test_a_claim_without_a_report_only_changes_the_message(store: MetadataStore) -> None:
+    original = await deliver(store, message_id(1))
+    event = Event(Status.UNDELIVERABLE, T0 + EXPIRY, "SEND", "14", "Message not collected by recipient after 5 days")
+    assert await store.mark_undeliverable([NonDelivery(original.message_id, event)]) == [original.message_id]
+    changed = await store.get_message(original.message_id)
+    assert changed is not None and changed.events[-1] == event
+    assert await store.count_accepted() == 0
