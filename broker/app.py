@@ -42,7 +42,6 @@ from broker.services.sandbox_admin import SandboxAdmin
 from broker.settings import Settings
 from broker.store.protocol import MetadataStore
 
-HOUSEKEEPING_INTERVAL_SECONDS = 60.0
 #: How often the inbox depth and pool gauges are refreshed from the store.
 METRICS_SAMPLE_SECONDS = 15.0
 
@@ -70,7 +69,7 @@ def create_app(
     app[METRICS] = Metrics(workflow_label_limit=settings.metrics_workflow_labels)
     inner_blobs = blobs if blobs is not None else backends.blob_store(settings)
     app[BLOBS] = MeteredBlobStore(inner_blobs, app[METRICS], backend=type(inner_blobs).__name__)
-    expiry = timedelta(days=settings.inbox_expiry_days)
+    expiry = settings.inbox_expiry
     app[BUDGET] = MemoryBudget(settings.transfer_memory_bytes)
     app[AUTHENTICATOR] = Authenticator(
         app[STORE],
@@ -92,12 +91,22 @@ def create_app(
         budget=app[BUDGET],
         metrics=app[METRICS],
         inbox_expiry=expiry,
+        rich_window=settings.retention,
         clock=clock,
         routing=GpRouting(app[STORE], app[DEMOGRAPHICS]),
         reports=app[REPORTS],
     )
     app[SANDBOX_ADMIN] = SandboxAdmin(app[STORE], app[REPORTS], clock=clock)
-    app[HOUSEKEEPING] = Housekeeping(app[STORE], app[BLOBS], clock=clock)
+    app[HOUSEKEEPING] = Housekeeping(
+        app[STORE],
+        app[BLOBS],
+        app[REPORTS],
+        metrics=app[METRICS],
+        retention=settings.retention,
+        upload_timeout=settings.upload_timeout,
+        orphan_grace=settings.orphan_grace,
+        clock=clock,
+    )
     routes.register(app, sandbox_admin=settings.sandbox_admin)
     app.cleanup_ctx.append(_storage)
     app.cleanup_ctx.append(_demographics)
@@ -129,7 +138,7 @@ async def _demographics(app: web.Application) -> AsyncIterator[None]:
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
     tasks = [
-        asyncio.create_task(app[HOUSEKEEPING].run_forever(HOUSEKEEPING_INTERVAL_SECONDS)),
+        asyncio.create_task(app[HOUSEKEEPING].run_forever(app[SETTINGS].housekeeping_interval.total_seconds())),
         asyncio.create_task(app[HOUSEKEEPING].sample_forever(app[METRICS], METRICS_SAMPLE_SECONDS)),
     ]
     yield

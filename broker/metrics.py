@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 import broker
 
 #: Request latency buckets from 1 ms to 10 s: the KPIs sit at 0.2 s (median) and 1 s (p99).
+#: A housekeeping pass is milliseconds when idle, seconds when it expires or purges a backlog.
+HOUSEKEEPING_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0)
 #: Chunk transfers take longer: up to 100 MB each.
 TRANSFER_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -94,6 +96,52 @@ class Metrics:
             buckets=TRANSFER_BUCKETS,
             registry=r,
         )
+        self.messages_undeliverable = Counter(
+            "mesh_messages_expired_total",
+            "Accepted messages made undeliverable, each with a non-delivery REPORT to its sender, by reason "
+            "(expired: not acknowledged within the inbox expiry; deactivated: the recipient mailbox was deactivated).",
+            ("workflow", "reason"),
+            registry=r,
+        )
+        self.uploads_abandoned = Counter(
+            "mesh_uploads_abandoned_total",
+            "Chunked uploads failed for missing chunks after the upload timeout.",
+            registry=r,
+        )
+        self.messages_purged = Counter(
+            "mesh_messages_purged_total",
+            "Messages whose rows and bytes were deleted after the retention period.",
+            registry=r,
+        )
+        self.orphan_blobs_deleted = Counter(
+            "mesh_orphan_blobs_deleted_total",
+            "Blobs deleted with no row pointing at them, by reason (released: queued when their row changed or "
+            "went; leftover: found by the sweep, e.g. after a crash between storing bytes and their row).",
+            ("reason",),
+            registry=r,
+        )
+        self.housekeeping_runs = Counter(
+            "mesh_housekeeping_runs_total",
+            "Housekeeping passes by outcome (success or failure).",
+            ("outcome",),
+            registry=r,
+        )
+        self.housekeeping_duration = Histogram(
+            "mesh_housekeeping_duration_seconds",
+            "Time one housekeeping pass took.",
+            buckets=HOUSEKEEPING_BUCKETS,
+            registry=r,
+        )
+        self.housekeeping_last_success = Gauge(
+            "mesh_housekeeping_last_success_timestamp_seconds",
+            "Unix time the last successful housekeeping pass of this node finished (0: none yet).",
+            registry=r,
+        )
+        for outcome in ("success", "failure"):
+            # Both series exist from the start, so a rate or an alert over them never sees a missing series.
+            self.housekeeping_runs.labels(outcome)
+        for reason in ("released", "leftover"):
+            self.orphan_blobs_deleted.labels(reason)
         self.inbox_messages = Gauge(
             "mesh_inbox_messages", "Messages waiting in inboxes (accepted, not acknowledged), sampled.", registry=r
         )

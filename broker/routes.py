@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from broker.handlers import admin, inbox, lookup, ops, outbox, tracking
+from broker.handlers import admin, inbox, lookup, ops, outbox, rich, tracking
 from broker.keys import ROUTE_AUTH, Auth
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -39,6 +39,7 @@ API = (
     Route("POST", MB + "/update", ops.update),
     Route("GET", MB + "/count", inbox.count),
     Route("GET", MB + "/inbox", inbox.list_inbox),
+    Route("GET", MB + "/inbox/rich", rich.inbox),
     Route("HEAD", MB + "/inbox/{message_id}", inbox.head),
     Route("GET", MB + "/inbox/{message_id}", inbox.download),
     Route("GET", MB + "/inbox/{message_id}/{chunk_number:\\d+}", inbox.download),
@@ -46,6 +47,7 @@ API = (
     Route("POST", MB + "/outbox", outbox.send),
     Route("GET", MB + "/outbox/tracking", tracking.by_message_id),
     Route("GET", MB + "/outbox/tracking/{local_id}", tracking.by_local_id),
+    Route("GET", MB + "/outbox/rich", rich.outbox),
     Route("POST", MB + "/outbox/{message_id}/{chunk_number:\\d+}", outbox.upload_chunk),
 )
 

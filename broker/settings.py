@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,21 @@ def _float(name: str, raw: str) -> float:
         return float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, not {raw!r}") from None
+
+
+_DURATION = re.compile(r"^(\d+)([dhms]?)$")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds", "": "seconds"}
+
+
+def parse_duration(name: str, raw: str) -> timedelta:
+    """`5d`, `24h`, `90m`, `60s`, or a bare number of seconds (`3600`)."""
+    match = _DURATION.match(raw.strip().lower())
+    if match is None:
+        raise SettingsError(
+            f"{name} must be a duration: a whole number with d, h, m or s (5d, 24h, 90m, 60s) or seconds, not {raw!r}"
+        )
+    number, unit = match.groups()
+    return timedelta(**{_UNITS[unit]: int(number)})
 
 
 def _int(name: str, raw: str) -> int:
@@ -66,7 +83,15 @@ class Settings:
     max_message_bytes: int = 100 * 1000 * 1000 * 1000
     max_chunks: int = 100_000
     transfer_memory_bytes: int = 256 * 1024 * 1024
-    inbox_expiry_days: int = 5
+    #: How long a delivered message waits to be acknowledged before it becomes undeliverable (with an NDR).
+    inbox_expiry: timedelta = timedelta(days=5)
+    #: How long any message's rows and bytes are kept after it was created, whatever its status.
+    retention: timedelta = timedelta(days=30)
+    #: How long a chunked upload may wait for its missing chunks before it fails (status error).
+    upload_timeout: timedelta = timedelta(hours=24)
+    housekeeping_interval: timedelta = timedelta(seconds=60)
+    #: How old a blob with no row must be before housekeeping takes it for a crash leftover and deletes it.
+    orphan_grace: timedelta = timedelta(hours=1)
     auth_clock_skew_seconds: int = 2 * 3600
     #: Distinct workflow IDs given their own label on message metrics; the rest are counted as "other".
     metrics_workflow_labels: int = 50
@@ -100,6 +125,12 @@ class Settings:
             raise SettingsError("MESH_DB_POOL_MIN must be at least 1 and at most MESH_DB_POOL_MAX")
         if self.max_request_bytes <= 0 or self.max_message_bytes < self.max_request_bytes:
             raise SettingsError("MESH_MAX_REQUEST_BYTES must be positive and at most MESH_MAX_MESSAGE_BYTES")
+        for name in _DURATIONS:
+            if getattr(self, name) <= timedelta(0):
+                raise SettingsError(f"MESH_{name.upper()} must be longer than zero")
+        if self.retention < self.inbox_expiry:
+            # Purging first would delete unacknowledged messages before their senders were told (no NDR).
+            raise SettingsError("MESH_RETENTION must be at least MESH_INBOX_EXPIRY")
         self._check_demographics()
 
     def _check_demographics(self) -> None:
@@ -170,7 +201,6 @@ _INTS = {
     "max_message_bytes",
     "max_chunks",
     "transfer_memory_bytes",
-    "inbox_expiry_days",
     "auth_clock_skew_seconds",
     "metrics_workflow_labels",
     "pds_retries",
@@ -178,6 +208,7 @@ _INTS = {
 }
 _FLOATS = {"pds_timeout_seconds"}
 _FLAGS = {"demo", "sandbox_admin", "db_migrate"}
+_DURATIONS = ("inbox_expiry", "retention", "upload_timeout", "housekeeping_interval", "orphan_grace")
 
 
 def _convert(field_name: str, env_name: str, raw: str) -> Any:
@@ -189,6 +220,8 @@ def _convert(field_name: str, env_name: str, raw: str) -> Any:
         return _float(env_name, raw)
     if field_name in _FLAGS:
         return _flag(env_name, raw)
+    if field_name in _DURATIONS:
+        return parse_duration(env_name, raw)
     if field_name in ("tls_client_cert", "event_loop", "demographics"):
         return raw.strip().lower()
     return raw

@@ -160,6 +160,45 @@ def download_content_type(message: Message, version: int) -> str:
     return "application/octet-stream"
 
 
+# Rich inbox and outbox ------------------------------------------------------------------------------------
+
+#: Fields the rich outbox shows as "" rather than null (mesh-api.md section 4.11).
+_OUTBOX_BLANKS = ("local_id", "message_type", "status_code", "workflow_id", "recipient_name")
+
+
+def rich(messages: list[Message], *, outbox: bool, valid_at: datetime, links: tuple[str, str | None]) -> web.Response:
+    self_link, next_link = links
+    page_links = {"self": self_link} if next_link is None else {"self": self_link, "next": next_link}
+    body = {
+        "valid_at": iso(valid_at),
+        "messages": [rich_message(m, outbox=outbox) for m in messages],
+        "links": page_links,
+    }
+    return json(body, content_type=V2_CONTENT_TYPE)
+
+
+def rich_message(message: Message, *, outbox: bool) -> dict[str, Any]:
+    coded = next((e for e in reversed(message.events) if e.code), None)
+    body: dict[str, Any] = {
+        "message_id": message.message_id,
+        "expiry_timestamp": iso(message.expires_at),
+        "local_id": message.meta.local_id or None,
+        "message_type": message.message_type.value,
+        "recipient": message.recipient.mailbox_id,
+        "recipient_name": message.recipient.mailbox_name or None,
+        "sender": message.sender.mailbox_id,
+        "sender_name": message.sender.mailbox_name or None,
+        "sent_date": iso(message.created_at),
+        "status": message.status.value,
+        "status_code": coded.code if coded else None,
+        "workflow_id": message.workflow_id or None,
+        "total_chunks": message.total_chunks,
+    }
+    if outbox:
+        body.update({name: "" for name in _OUTBOX_BLANKS if body[name] is None})
+    return body
+
+
 # Tracking -------------------------------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from broker.auth import make_token
+from broker.clock import Clock
 
 SHARED_KEY = b"TestKey"
 V1 = "application/vnd.mesh.v1+json"
@@ -38,16 +39,26 @@ class Tokens:
 
 
 class Mesh:
-    """Calls the API as one mailbox with fresh tokens; `accept` picks v1 or v2."""
+    """Calls the API as one mailbox with fresh tokens; `accept` picks v1 or v2. With a clock (the app's
+    ManualClock), tokens are dated by it, so they stay inside the broker's skew window as the clock moves."""
 
-    def __init__(self, client: TestClient, mailbox_id: str, password: str = "password", accept: str = V2):
+    def __init__(
+        self,
+        client: TestClient,
+        mailbox_id: str,
+        password: str = "password",
+        accept: str = V2,
+        clock: Clock | None = None,
+    ):
         self.client = client
         self.mailbox_id = mailbox_id
         self.tokens = Tokens(mailbox_id, password)
         self.accept = accept
+        self.clock = clock
 
     def headers(self, extra: dict[str, str] | None = None, *, accept: str | None = None) -> dict[str, str]:
-        headers = {"Authorization": self.tokens(), "Accept": accept or self.accept}
+        token = self.tokens(at=None if self.clock is None else self.clock.now())
+        headers = {"Authorization": token, "Accept": accept or self.accept}
         headers.update(extra or {})
         return headers
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, TypeVar, cast
 
-from broker.blobs.protocol import BlobError, BlobNotFound
+from broker.blobs.protocol import BlobError, BlobNotFound, StoredBlob
 
 T = TypeVar("T")
 
@@ -107,6 +109,12 @@ class FilesystemBlobStore:
     async def delete(self, key: str) -> None:
         await self._run(_unlink_quietly, self._path(key))
 
+    async def scan(self, *, page_size: int = 1000) -> AsyncIterator[list[StoredBlob]]:
+        # The walk advances a page at a time on the pool, so a large tree is never listed whole in memory.
+        walker = _walk(self._root)
+        while page := await self._run(_take, walker, page_size):
+            yield page
+
 
 def _open(path: Path, mode: str) -> BinaryIO:
     return cast(BinaryIO, open(path, mode, buffering=0))
@@ -168,6 +176,21 @@ def _discard(handle: BinaryIO, final: Path) -> None:
     """Remove what a failed put wrote; nothing points at it yet."""
     handle.close()
     _unlink_quietly(final)
+
+
+def _walk(root: Path) -> Iterator[StoredBlob]:
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(folder) / name
+            try:
+                modified = path.stat().st_mtime
+            except FileNotFoundError:
+                continue  # deleted since the folder was read
+            yield StoredBlob(path.relative_to(root).as_posix(), datetime.fromtimestamp(modified, UTC))
+
+
+def _take(items: Iterator[StoredBlob], count: int) -> list[StoredBlob]:
+    return list(itertools.islice(items, count))
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -6,7 +6,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
-from broker.blobs.protocol import BlobStore
+from broker.blobs.protocol import BlobStore, StoredBlob
 from broker.metrics import Metrics
 
 
@@ -57,3 +57,11 @@ class MeteredBlobStore:
             await self._inner.delete(key)
         finally:
             self._duration.labels("delete", self._backend).observe(time.perf_counter() - started)
+
+    async def scan(self, *, page_size: int = 1000) -> AsyncIterator[list[StoredBlob]]:
+        started = time.perf_counter()
+        try:
+            async for page in self._inner.scan(page_size=page_size):
+                yield page
+        finally:
+            self._duration.labels("scan", self._backend).observe(time.perf_counter() - started)

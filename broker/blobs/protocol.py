@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -13,6 +15,13 @@ class BlobError(Exception):
 
 class BlobNotFound(BlobError):
     """No blob is stored under the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlob:
+    key: str
+    #: When the blob was last written, timezone-aware UTC, as the store records it.
+    modified: datetime
 
 
 class BlobStore(Protocol):
@@ -43,3 +52,8 @@ class BlobStore(Protocol):
 
     async def delete(self, key: str) -> None:
         """Remove the blob; a missing key is not an error."""
+
+    def scan(self, *, page_size: int = 1000) -> AsyncIterator[list[StoredBlob]]:
+        """Every stored key with its last-modified time, in pages of at most page_size, in no set order (what
+        housekeeping compares with the chunk rows to find crash leftovers). Blobs put or deleted while a scan
+        runs may or may not appear. Filesystem stores include abandoned temporary files of interrupted puts."""

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from broker.blobs.protocol import BlobError, BlobNotFound
+from broker.blobs.protocol import BlobError, BlobNotFound, StoredBlob
 
 try:
     import aiobotocore.config
@@ -266,3 +266,22 @@ class S3BlobStore:
         # DeleteObject answers 204 for a missing key, so a repeated delete is already harmless.
         async with _Translate("DeleteObject", self.bucket, name):
             await self._s3.delete_object(Bucket=self.bucket, Key=name)
+
+    async def scan(self, *, page_size: int = 1000) -> AsyncIterator[list[StoredBlob]]:
+        paginator = self._s3.get_paginator("list_objects_v2")
+        pages = paginator.paginate(
+            Bucket=self.bucket, Prefix=self.prefix, PaginationConfig={"PageSize": page_size}
+        ).__aiter__()
+        while True:
+            async with _Translate("ListObjectsV2", self.bucket):
+                try:
+                    page = await pages.__anext__()
+                except StopAsyncIteration:
+                    return
+            found = [
+                StoredBlob(item["Key"][len(self.prefix) :], item["LastModified"])
+                for item in page.get("Contents", ())
+                if len(item["Key"]) > len(self.prefix)
+            ]
+            if found:
+                yield found

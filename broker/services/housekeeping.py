@@ -1,16 +1,41 @@
-"""Background upkeep of a node: delete orphaned blobs and forget expired auth tokens."""
+"""Background upkeep of a node: the message lifecycle (expiry with NDRs, abandoned uploads, retention purge),
+orphaned and leftover blobs, and expired auth tokens. Safe to run on every node at once (mesh-api.md section 7.5).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 
-from broker.blobs.protocol import BlobError, BlobStore
+from broker.blobs.protocol import BlobStore
 from broker.clock import SYSTEM_CLOCK, Clock
 from broker.metrics import Metrics
-from broker.store.protocol import MetadataStore, StoreError
+from broker.models import Event, Status
+from broker.services.reports import NDR_DEACTIVATED, NDR_EXPIRED, PreparedReport, Reports
+from broker.store.protocol import (
+    DuplicateMessageId,
+    MetadataStore,
+    NonDelivery,
+    StoreError,
+    Undeliverable,
+    UndeliverableCandidate,
+)
 
 log = logging.getLogger("broker.housekeeping")
+
+#: Rows one store transaction claims: large enough to drain a backlog quickly, small enough to keep
+#: transactions (and the row locks other nodes skip) short.
+BATCH = 500
+#: Batches of one kind per pass, so a pass always ends and the other kinds of work get their turn.
+MAX_BATCHES = 20
+#: Report bodies stored at once while preparing a batch of NDRs.
+PARALLEL_PUTS = 16
+DESCRIPTIONS = {Undeliverable.EXPIRED: NDR_EXPIRED, Undeliverable.DEACTIVATED: NDR_DEACTIVATED}
+#: The error event of an upload whose missing chunks never came (no source documents one; see README).
+UPLOAD_ABANDONED = ("SEND", "02", "Upload abandoned: not every chunk arrived before the upload timeout")
 
 
 class Housekeeping:
@@ -18,27 +43,170 @@ class Housekeeping:
         self,
         store: MetadataStore,
         blobs: BlobStore,
+        reports: Reports,
         *,
+        metrics: Metrics,
+        retention: timedelta,
+        upload_timeout: timedelta,
+        orphan_grace: timedelta,
         clock: Clock = SYSTEM_CLOCK,
+        batch: int = BATCH,
     ):
         self._store = store
         self._blobs = blobs
+        self._reports = reports
+        self._metrics = metrics
+        self._retention = retention
+        self._upload_timeout = upload_timeout
+        self._orphan_grace = orphan_grace
         self._clock = clock
+        self._batch = batch
+        self._last_sweep: datetime | None = None
+        # The background loop and a caller (tests, an operator) never run two passes of one node at once.
+        self._pass = asyncio.Lock()
 
-    async def collect_orphans(self, batch: int = 500) -> int:
-        """Delete blobs no row points at any more; returns how many."""
+    async def run_once(self) -> None:
+        """One pass over every kind of work; raises the first store or blob failure after counting it."""
+        async with self._pass:
+            started = time.perf_counter()
+            try:
+                await self._store.purge_tokens(self._clock.now())
+                await self.expire_messages()
+                await self.abandon_uploads()
+                await self.purge_messages()
+                await self.collect_orphans()
+                await self.sweep_leftovers()
+            except Exception:
+                self._metrics.housekeeping_runs.labels("failure").inc()
+                raise
+            finally:
+                self._metrics.housekeeping_duration.observe(time.perf_counter() - started)
+            self._metrics.housekeeping_runs.labels("success").inc()
+            self._metrics.housekeeping_last_success.set(self._clock.now().timestamp())
+
+    async def expire_messages(self) -> int:
+        """Accepted messages past their inbox expiry, or to a deactivated mailbox: undeliverable, each with an
+        NDR in its sender's inbox, exactly once however many nodes run this. Returns how many this node did."""
+        done = 0
+        for _batch in range(MAX_BATCHES):
+            candidates = await self._store.undeliverable_candidates(self._clock.now(), self._batch)
+            if not candidates:
+                break
+            claims = await self._prepare(candidates)
+            try:
+                claimed = set(await self._store.mark_undeliverable(claims))
+            except DuplicateMessageId:
+                # A report ID met one stored by another node in the same microsecond: the whole batch rolled
+                # back, so try again with fresh IDs.
+                await self._discard(claims)
+                continue
+            except BaseException:
+                await asyncio.shield(self._discard(claims))
+                raise
+            # Claims another node won: their reports were never stored, so their bodies go.
+            await self._discard([c for c in claims if c.message_id not in claimed])
+            reasons = {c.message.message_id: c for c in candidates}
+            for claim in claims:
+                if claim.message_id in claimed:
+                    self._count_undeliverable(reasons[claim.message_id], claim)
+            done += len(claimed)
+            if not claimed or len(candidates) < self._batch:
+                break
+        return done
+
+    async def _prepare(self, candidates: list[UndeliverableCandidate]) -> list[NonDelivery]:
+        taken: set[str] = set()
+        limit = asyncio.Semaphore(PARALLEL_PUTS)
+
+        async def one(candidate: UndeliverableCandidate) -> NonDelivery:
+            async with limit:
+                return await self._reports.prepare_non_delivery(
+                    candidate.message, DESCRIPTIONS[candidate.reason], taken
+                )
+
+        return await _all_or_nothing([one(c) for c in candidates], self._discard)
+
+    async def _discard(self, claims: list[NonDelivery]) -> None:
+        for claim in claims:
+            if claim.report is not None and claim.report_chunk is not None:
+                await self._reports.discard(PreparedReport(claim.report, claim.report_chunk))
+
+    def _count_undeliverable(self, candidate: UndeliverableCandidate, claim: NonDelivery) -> None:
+        message = candidate.message
+        workflow = self._metrics.workflow(message.workflow_id)
+        self._metrics.messages_undeliverable.labels(workflow, candidate.reason.value).inc()
+        log.info(
+            "message undeliverable",
+            extra={
+                "action": "message_undeliverable",
+                "message_id": message.message_id,
+                "report_id": "" if claim.report is None else claim.report.message_id,
+                "reason": candidate.reason.value,
+                "sender": message.sender.mailbox_id,
+                "recipient": message.recipient.mailbox_id,
+                "workflow_id": message.workflow_id,
+            },
+        )
+
+    async def abandon_uploads(self) -> int:
+        """Uploads still missing chunks after the upload timeout: status error, chunk rows and bytes deleted."""
+        done = 0
+        for _batch in range(MAX_BATCHES):
+            now = self._clock.now()
+            event = Event(Status.ERROR, now, *UPLOAD_ABANDONED)
+            ids = await self._store.abandon_uploads(now - self._upload_timeout, event, self._batch)
+            for message_id in ids:
+                log.info("upload abandoned", extra={"action": "upload_abandoned", "message_id": message_id})
+            self._metrics.uploads_abandoned.inc(len(ids))
+            done += len(ids)
+            if len(ids) < self._batch:
+                break
+        return done
+
+    async def purge_messages(self) -> int:
+        """Messages older than the retention period, in any status: rows deleted, bytes queued for deletion."""
+        done = 0
+        for _batch in range(MAX_BATCHES):
+            ids = await self._store.purge_messages(self._clock.now() - self._retention, self._batch)
+            for message_id in ids:
+                log.info("message purged", extra={"action": "message_purged", "message_id": message_id})
+            self._metrics.messages_purged.inc(len(ids))
+            done += len(ids)
+            if len(ids) < self._batch:
+                break
+        return done
+
+    async def collect_orphans(self, batch: int = BATCH) -> int:
+        """Delete blobs whose rows were replaced or removed (the store's queue); returns how many."""
         total = 0
         while keys := await self._store.take_orphan_blobs(batch):
             for key in keys:
                 await self._blobs.delete(key)
             total += len(keys)
+            self._metrics.orphan_blobs_deleted.labels("released").inc(len(keys))
             if len(keys) < batch:
                 break
         return total
 
-    async def run_once(self) -> None:
-        await self._store.purge_tokens(self._clock.now())
-        await self.collect_orphans()
+    async def sweep_leftovers(self) -> int:
+        """Delete blobs older than the orphan grace that no chunk row points at: bytes stored before a crash
+        kept their row from being written. Listing a bucket is not free, so this runs once per grace period."""
+        now = self._clock.now()
+        if self._last_sweep is not None and now - self._last_sweep < self._orphan_grace:
+            return 0
+        cutoff = now - self._orphan_grace
+        deleted = 0
+        async for page in self._blobs.scan(page_size=self._batch):
+            old = [blob.key for blob in page if blob.modified < cutoff]
+            known = await self._store.known_blob_keys(old)
+            for key in old:
+                if key not in known:
+                    await self._blobs.delete(key)
+                    deleted += 1
+                    log.info("leftover blob deleted", extra={"action": "leftover_blob_deleted", "blob_key": key})
+        self._metrics.orphan_blobs_deleted.labels("leftover").inc(deleted)
+        self._last_sweep = now
+        return deleted
 
     async def sample(self, metrics: Metrics) -> None:
         """Refresh the gauges that come from the store: inbox depth and database pool use."""
@@ -57,9 +225,25 @@ class Housekeeping:
             await asyncio.sleep(interval_seconds)
 
     async def run_forever(self, interval_seconds: float) -> None:
+        """A pass every interval, the first one interval after start: nothing is due in a node's first seconds
+        that the other nodes (or the next pass) will not do, and tests drive passes themselves meanwhile."""
         while True:
+            await asyncio.sleep(interval_seconds)
             try:
                 await self.run_once()
-            except (StoreError, BlobError):
+            except Exception:
+                # Any failure, not only store and blob errors: a dead loop would stop expiry on this node silently.
                 log.exception("housekeeping pass failed", extra={"action": "housekeeping_failed"})
-            await asyncio.sleep(interval_seconds)
+
+
+async def _all_or_nothing(
+    work: list[Awaitable[NonDelivery]], undo: Callable[[list[NonDelivery]], Awaitable[None]]
+) -> list[NonDelivery]:
+    """Run work concurrently; if any fails, undo the ones that succeeded and raise the first failure."""
+    results = await asyncio.gather(*work, return_exceptions=True)
+    done = [r for r in results if isinstance(r, NonDelivery)]
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        await asyncio.shield(undo(done))
+        raise failures[0]
+    return done

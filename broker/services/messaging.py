@@ -7,7 +7,7 @@ import secrets
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from broker import nhs
@@ -23,6 +23,7 @@ from broker.models import Chunk, Event, Mailbox, Message, MessageType, Party, St
 from broker.services.directory import Directory
 from broker.services.routing import GpRouting, RouteFailure
 from broker.store.protocol import (
+    Box,
     ChunkOutcome,
     DuplicateMessageId,
     FilterOp,
@@ -38,6 +39,11 @@ if TYPE_CHECKING:
 DELIVERED = ("TRANSFER", "00", "Transferred to recipient mailbox")
 INBOX_DEFAULT_PAGE = 500
 INBOX_PAGE_LIMITS = (10, 5000)
+#: Rich lists (mesh-api.md section 4.11): the inbox takes 1..2000; the outbox validates 10..5000, then serves
+#: at most 100, as the sandbox does.
+RICH_DEFAULT_PAGE = 100
+RICH_PAGE_LIMITS = {Box.INBOX: (1, 2000), Box.OUTBOX: (10, 5000)}
+RICH_OUTBOX_MOST = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,13 @@ async def _nothing() -> AsyncIterator[bytes]:
     empty: tuple[bytes, ...] = ()
     for piece in empty:
         yield piece
+
+
+@dataclass(frozen=True, slots=True)
+class RichPage:
+    messages: list[Message]
+    continue_from: str | None
+    valid_at: datetime
 
 
 def blob_key(message_id: str, chunk_number: int) -> str:
@@ -102,6 +115,7 @@ class Messaging:
         max_message_bytes: int,
         inbox_expiry: timedelta,
         max_chunks: int = 100_000,
+        rich_window: timedelta = timedelta(days=30),
         budget: MemoryBudget | None = None,
         metrics: Metrics | None = None,
         clock: Clock = SYSTEM_CLOCK,
@@ -117,6 +131,7 @@ class Messaging:
         self._budget = budget or MemoryBudget(256 * 1024 * 1024)
         self._metrics = metrics or Metrics()
         self._inbox_expiry = inbox_expiry
+        self._rich_window = rich_window
         self._clock = clock
         self._routing = routing
         self._reports = reports
@@ -351,6 +366,34 @@ class Messaging:
         count = await self._store.count_inbox(recipient.mailbox_id) if with_count else None
         return InboxPage(ids, None if cursor is None else encode_cursor(cursor), count)
 
+    async def rich(
+        self,
+        mailbox: Mailbox,
+        box: Box,
+        *,
+        start_time: str | None,
+        max_results: int,
+        continue_from: str | None,
+    ) -> RichPage:
+        """The rich inbox or outbox: every status, newest first, created since start_time (by default, the
+        rich window: as far back as messages are kept)."""
+        low, high = RICH_PAGE_LIMITS[box]
+        if not low <= max_results <= high:
+            raise ValidationFailed.invalid(
+                "query", "max_results", f"Input should be between {low} and {high}", "greater_than_equal"
+            )
+        if box is Box.OUTBOX:
+            max_results = min(max_results, RICH_OUTBOX_MOST)
+        now = self._clock.now()
+        since = now - self._rich_window if start_time is None else _parse_time(start_time)
+        after = None
+        if continue_from is not None:
+            after = decode_cursor(continue_from)
+            if after is None:
+                raise ValidationFailed.invalid("query", "continue_from", "Unknown continuation token")
+        messages, cursor = await self._store.list_messages(mailbox.mailbox_id, box, since, max_results, after)
+        return RichPage(messages, None if cursor is None else encode_cursor(cursor), now)
+
     async def _cursor(self, recipient: Mailbox, continue_from: str | None) -> InboxCursor | None:
         if continue_from is None:
             return None
@@ -382,3 +425,14 @@ class Messaging:
         if len(found) > 1:
             raise BrokerError(ErrorCode.MULTIPLE_CHOICES)
         return found[0]
+
+
+def _parse_time(text: str) -> datetime:
+    """ISO-8601; a time without a zone is UTC, as the broker's own v2 timestamps are."""
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationFailed.invalid(
+            "query", "start_time", "Input should be a valid datetime", "datetime_parsing"
+        ) from None
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)

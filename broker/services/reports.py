@@ -7,14 +7,29 @@ reports are all built here, so every REPORT has the same shape (mesh-api.md sect
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from broker.blobs.protocol import BlobStore
 from broker.clock import SYSTEM_CLOCK, Clock
 from broker.ids import new_message_id
 from broker.models import CENTRAL_SYSTEM, Chunk, Event, Message, MessageMeta, MessageType, Party, Status
 from broker.services.messaging import blob_key
-from broker.store.protocol import MetadataStore
+from broker.store.protocol import MetadataStore, NonDelivery
+
+#: The live service's NDR wording (mesh-api.md section 7.6), kept whatever MESH_INBOX_EXPIRY is: clients match it.
+NDR_EXPIRED = "Message not collected by recipient after 5 days"
+#: The live variant of code 14 for a recipient mailbox that was deactivated (mesh-api.md section 6.2).
+NDR_DEACTIVATED = "Message was not collected as the mailbox is deactivated"
+NDR_CODE, NDR_EVENT = "14", "SEND"
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedReport:
+    """A REPORT whose empty body is stored but whose row is not: store it, or discard it to drop the blob."""
+
+    message: Message
+    chunk: Chunk
 
 
 class Reports:
@@ -41,13 +56,66 @@ class Reports:
         local_id: str = "",
         file_name: str = "",
     ) -> str:
-        """Place a REPORT with an empty body in the recipient's inbox; returns its message ID.
+        """Place a REPORT with an empty body in the recipient's inbox; returns its message ID."""
+        prepared = await self.prepare(
+            recipient, error, workflow_id=workflow_id, subject=subject, local_id=local_id, file_name=file_name
+        )
+        try:
+            await self._store.create_message(prepared.message, prepared.chunk)
+        except BaseException:
+            await self.discard(prepared)
+            raise
+        return prepared.message.message_id
+
+    async def prepare_non_delivery(self, original: Message, description: str, taken: set[str]) -> NonDelivery:
+        """The claim that makes an accepted message undeliverable, with the NDR for its sender (section 7.6):
+        code 14, event SEND, LinkedMsgID the original, workflow, subject and local ID copied unchanged.
+
+        Its body is stored, its rows are not: hand it to MetadataStore.mark_undeliverable, and discard the
+        report if the claim is lost. taken holds report IDs already used in this batch (one clock reading
+        can serve hundreds of reports) and gains this one. An expiring REPORT gets the event but no report.
+        """
+        now = self._clock.now()
+        if original.message_type is MessageType.REPORT:
+            # A report's sender is the central system, which has no inbox: an unread report just expires.
+            return NonDelivery(original.message_id, Event(Status.UNDELIVERABLE, now, NDR_EVENT, NDR_CODE, description))
+        report_id = new_message_id(now)
+        while report_id in taken:
+            report_id = new_message_id(now)
+        taken.add(report_id)
+        error = Event(Status.UNDELIVERABLE, now, NDR_EVENT, NDR_CODE, description, original.message_id)
+        prepared = await self.prepare(
+            original.sender,
+            error,
+            workflow_id=original.workflow_id,
+            subject=original.meta.subject,
+            local_id=original.meta.local_id,
+            message_id=report_id,
+            at=now,
+        )
+        # The original's own history links forward to the report that told its sender.
+        undeliverable = Event(Status.UNDELIVERABLE, now, NDR_EVENT, NDR_CODE, description, report_id)
+        return NonDelivery(original.message_id, undeliverable, prepared.message, prepared.chunk)
+
+    async def prepare(
+        self,
+        recipient: Party,
+        error: Event,
+        *,
+        workflow_id: str,
+        subject: str = "",
+        local_id: str = "",
+        file_name: str = "",
+        message_id: str | None = None,
+        at: datetime | None = None,
+    ) -> PreparedReport:
+        """Store a REPORT's empty body and build its row, without storing the row.
 
         The report's history is the error event then `accepted`: its own status is accepted, so it is
         listed, downloaded and acknowledged like any message, while tracking and headers show the error.
         """
-        now = self._clock.now()
-        message_id = new_message_id(now)
+        now = at or self._clock.now()
+        message_id = message_id or new_message_id(now)
         key = blob_key(message_id, 1)
         size = await self._blobs.put(key, _empty())
         report = Message(
@@ -68,12 +136,11 @@ class Reports:
             linked_message_id=error.linked_message_id,
             events=(error, Event(Status.ACCEPTED, now)),
         )
-        try:
-            await self._store.create_message(report, Chunk(message_id, 1, key, size))
-        except BaseException:
-            await self._blobs.delete(key)
-            raise
-        return message_id
+        return PreparedReport(report, Chunk(message_id, 1, key, size))
+
+    async def discard(self, prepared: PreparedReport) -> None:
+        """Delete the body of a report whose row was never stored."""
+        await self._blobs.delete(prepared.chunk.blob_key)
 
 
 async def _empty() -> AsyncIterator[bytes]:

@@ -8,10 +8,8 @@ from datetime import datetime
 from broker.clock import SYSTEM_CLOCK, Clock
 from broker.errors import BrokerError, ErrorCode
 from broker.models import Event, Mailbox, Message, Party, Status
-from broker.services.reports import Reports
+from broker.services.reports import NDR_EXPIRED, Reports
 from broker.store.protocol import MetadataStore
-
-NDR_DESCRIPTION = "Message not collected by recipient after 5 days"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +62,7 @@ class SandboxAdmin:
                 now,
                 "SEND",
                 request.code or "14",
-                request.description or NDR_DESCRIPTION,
+                request.description or NDR_EXPIRED,
                 request.linked_message_id,
             )
             subject = f"NDR: {request.subject}" if request.subject else "NDR"

@@ -10,11 +10,15 @@ from broker.models import Chunk, Event, Mailbox, Message, Patient, Status, Workf
 from broker.store import queries
 from broker.store.filters import like_pattern
 from broker.store.protocol import (
+    Box,
     ChunkOutcome,
     DuplicateMessageId,
     FilterOp,
     InboxCursor,
+    NonDelivery,
     StoreError,
+    Undeliverable,
+    UndeliverableCandidate,
     WorkflowFilter,
 )
 from broker.store.rows import mailbox_from_row, mailbox_values, message_from_row, message_values, patient_from_row
@@ -167,17 +171,7 @@ class PostgresStore:
     # Messages --------------------------------------------------------------------------------------------
     async def create_message(self, message: Message, first_chunk: Chunk) -> None:
         async with _Translate(), self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(Q["insert_message"], *message_values(message, _same))
-            await conn.execute(
-                Q["insert_chunk"],
-                first_chunk.message_id,
-                first_chunk.number,
-                first_chunk.blob_key,
-                first_chunk.size,
-                first_chunk.sha256,
-            )
-            for event in message.events:
-                await _insert_event(conn, message.message_id, event)
+            await _create_message(conn, message, first_chunk)
 
     async def get_message(self, message_id: str) -> Message | None:
         async with _Translate(), self.pool.acquire() as conn:
@@ -281,7 +275,85 @@ class PostgresStore:
             found = [await _get_message(conn, i) for i in ids]
         return [m for m in found if m is not None]
 
+    async def list_messages(
+        self,
+        mailbox_id: str,
+        box: Box,
+        since: datetime,
+        limit: int,
+        after: InboxCursor | None = None,
+    ) -> tuple[list[Message], InboxCursor | None]:
+        if box is Box.INBOX:
+            sql = ["SELECT created_at, message_id FROM messages WHERE recipient = $1 AND status <> 'uploading'"]
+        else:
+            sql = ["SELECT created_at, message_id FROM messages WHERE sender = $1"]
+        params: list[Any] = [mailbox_id, since]
+        sql.append("AND created_at >= $2")
+        if after is not None:
+            sql.append("AND (created_at, message_id) < ($3, $4)")
+            params += [after.delivered_at, after.message_id]
+        sql.append(f"ORDER BY created_at DESC, message_id DESC LIMIT ${len(params) + 1}")
+        params.append(limit + 1)
+        async with _Translate(), self.pool.acquire() as conn:
+            rows = await conn.fetch(" ".join(sql), *params)
+            more = len(rows) > limit
+            rows = rows[:limit]
+            found = [await _get_message(conn, r[1]) for r in rows]
+        cursor = InboxCursor(_utc(rows[-1][0]), rows[-1][1]) if more else None
+        return [m for m in found if m is not None], cursor
+
     # Housekeeping ----------------------------------------------------------------------------------------
+    async def undeliverable_candidates(self, now: datetime, limit: int) -> list[UndeliverableCandidate]:
+        async with _Translate(), self.pool.acquire() as conn:
+            found = [
+                UndeliverableCandidate(message_from_row(r, (), _utc), Undeliverable.EXPIRED)
+                for r in await conn.fetch(Q["expired_messages"], now, limit)
+            ]
+            if len(found) < limit:
+                found += [
+                    UndeliverableCandidate(message_from_row(r, (), _utc), Undeliverable.DEACTIVATED)
+                    for r in await conn.fetch(Q["deactivated_messages"], now, limit - len(found))
+                ]
+        return found
+
+    async def mark_undeliverable(self, claims: list[NonDelivery]) -> list[str]:
+        if not claims:
+            return []
+        async with _Translate(), self.pool.acquire() as conn, conn.transaction():
+            # Row locks make the claim: a message another node holds is skipped, not waited for, and one it has
+            # already made undeliverable is no longer accepted; either way this node changes nothing for it.
+            rows = await conn.fetch(Q["claim_accepted"], [c.message_id for c in claims])
+            locked = {r[0] for r in rows}
+            claimed = [c for c in claims if c.message_id in locked]
+            for claim in claimed:
+                await _set_status(conn, claim.message_id, claim.event)
+                if claim.report is not None and claim.report_chunk is not None:
+                    await _create_message(conn, claim.report, claim.report_chunk)
+        return [c.message_id for c in claimed]
+
+    async def abandon_uploads(self, created_before: datetime, event: Event, limit: int) -> list[str]:
+        async with _Translate(), self.pool.acquire() as conn, conn.transaction():
+            ids = [r[0] for r in await conn.fetch(Q["claim_abandoned_uploads"], created_before, limit)]
+            if ids:
+                await _queue_and_drop_chunks(conn, ids, event.timestamp)
+                for message_id in ids:
+                    await _set_status(conn, message_id, event)
+        return ids
+
+    async def purge_messages(self, created_before: datetime, limit: int) -> list[str]:
+        async with _Translate(), self.pool.acquire() as conn, conn.transaction():
+            ids = [r[0] for r in await conn.fetch(Q["claim_retention_expired"], created_before, limit)]
+            if ids:
+                await _queue_and_drop_chunks(conn, ids, datetime.now(UTC))
+                await conn.execute(Q["delete_messages"], ids)
+        return ids
+
+    async def known_blob_keys(self, keys: list[str]) -> set[str]:
+        if not keys:
+            return set()
+        async with _Translate():
+            return {r[0] for r in await self.pool.fetch(Q["known_blob_keys"], keys)}
+
     async def delete_mailbox_messages(self, mailbox_id: str | None) -> int:
         now = datetime.now(UTC)
         async with _Translate(), self.pool.acquire() as conn, conn.transaction():
@@ -328,6 +400,31 @@ async def _workflow(conn: asyncpg.Connection, row: Any) -> Workflow:
         receivers=tuple(m for role, m in members if role == "receiver"),
         patient_addressing=bool(row[2]),
     )
+
+
+async def _create_message(conn: asyncpg.Connection, message: Message, first_chunk: Chunk) -> None:
+    await conn.execute(Q["insert_message"], *message_values(message, _same))
+    await conn.execute(
+        Q["insert_chunk"],
+        first_chunk.message_id,
+        first_chunk.number,
+        first_chunk.blob_key,
+        first_chunk.size,
+        first_chunk.sha256,
+    )
+    for event in message.events:
+        await _insert_event(conn, message.message_id, event)
+
+
+async def _set_status(conn: asyncpg.Connection, message_id: str, event: Event) -> None:
+    await conn.execute(Q["set_status"], event.status.value, event.timestamp, message_id)
+    await _insert_event(conn, message_id, event)
+
+
+async def _queue_and_drop_chunks(conn: asyncpg.Connection, message_ids: list[str], since: datetime) -> None:
+    """Queue the messages' chunk blobs as orphans (deleted after commit), then delete the chunk rows."""
+    await conn.execute(Q["queue_message_orphans"], since, message_ids)
+    await conn.execute(Q["delete_message_chunks"], message_ids)
 
 
 async def _insert_event(conn: asyncpg.Connection, message_id: str, event: Event) -> None:

@@ -40,6 +40,39 @@ class WorkflowFilter:
     negate: bool = False
 
 
+class Box(enum.Enum):
+    """Which side of a mailbox a rich list shows: messages to it, or messages from it."""
+
+    INBOX = "inbox"
+    OUTBOX = "outbox"
+
+
+class Undeliverable(enum.Enum):
+    """Why an accepted message can no longer be delivered."""
+
+    EXPIRED = "expired"
+    DEACTIVATED = "deactivated"
+
+
+@dataclass(frozen=True, slots=True)
+class UndeliverableCandidate:
+    """An accepted message housekeeping should make undeliverable (its events are not loaded)."""
+
+    message: Message
+    reason: Undeliverable
+
+
+@dataclass(frozen=True, slots=True)
+class NonDelivery:
+    """One claim: make message_id undeliverable with event, and store report (its REPORT) with its one chunk.
+    A REPORT that expires has no report of its own (its sender, the central system, has no inbox)."""
+
+    message_id: str
+    event: Event
+    report: Message | None = None
+    report_chunk: Chunk | None = None
+
+
 class ChunkOutcome(enum.Enum):
     STORED = "stored"
     COMPLETED = "completed"
@@ -147,7 +180,41 @@ class MetadataStore(Protocol):
     async def find_by_local_id(self, sender: str, local_id: str, limit: int = 2) -> list[Message]:
         """The sender's messages with this local ID, newest first."""
 
+    async def list_messages(
+        self,
+        mailbox_id: str,
+        box: Box,
+        since: datetime,
+        limit: int,
+        after: InboxCursor | None = None,
+    ) -> tuple[list[Message], InboxCursor | None]:
+        """The rich lists, newest first by (created_at, message_id), created at or after since: INBOX is every
+        message to the mailbox except those still uploading, OUTBOX every message from it, in any status. The
+        cursor (created_at, message_id of the last message) is set when more may follow."""
+
     # Housekeeping and sandbox admin ----------------------------------------------------------------------
+    async def undeliverable_candidates(self, now: datetime, limit: int) -> list[UndeliverableCandidate]:
+        """Up to limit accepted messages whose expires_at is at or before now (EXPIRED, oldest expiry first),
+        then those whose recipient mailbox is deactivated (DEACTIVATED). A plain read: nothing is claimed."""
+
+    async def mark_undeliverable(self, claims: list[NonDelivery]) -> list[str]:
+        """In one transaction, for every claim whose message is still accepted: set it undeliverable, append
+        the claim's event, and insert the claim's report (if any) with its chunk and events. Messages another
+        node is claiming at the same moment are skipped (PostgreSQL: FOR UPDATE SKIP LOCKED), as are those no
+        longer accepted; their reports are not stored. Returns the message IDs claimed."""
+
+    async def abandon_uploads(self, created_before: datetime, event: Event, limit: int) -> list[str]:
+        """In one transaction, up to limit messages still uploading and created before created_before: append
+        event (its status, error, becomes theirs), delete their chunk rows and queue the chunks' blobs as
+        orphans. Rows another node is changing are skipped. Returns the message IDs changed."""
+
+    async def purge_messages(self, created_before: datetime, limit: int) -> list[str]:
+        """In one transaction, delete up to limit messages (any status) created before created_before, with
+        their chunks and events, queueing the chunks' blobs as orphans. Returns the message IDs deleted."""
+
+    async def known_blob_keys(self, keys: list[str]) -> set[str]:
+        """Which of keys a chunk row points at (the rest, if old enough, are crash leftovers)."""
+
     async def delete_mailbox_messages(self, mailbox_id: str | None) -> int:
         """Delete messages to or from one mailbox (None: all), queueing their blobs as orphans."""
 

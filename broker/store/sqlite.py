@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 import time
@@ -16,11 +17,15 @@ from broker.models import Chunk, Event, Mailbox, Message, Patient, Status, Workf
 from broker.store import queries
 from broker.store.filters import like_pattern
 from broker.store.protocol import (
+    Box,
     ChunkOutcome,
     DuplicateMessageId,
     FilterOp,
     InboxCursor,
+    NonDelivery,
     StoreError,
+    Undeliverable,
+    UndeliverableCandidate,
     WorkflowFilter,
 )
 from broker.store.rows import (
@@ -315,7 +320,95 @@ class SqliteStore:
 
         return await self._read(find)
 
+    async def list_messages(
+        self,
+        mailbox_id: str,
+        box: Box,
+        since: datetime,
+        limit: int,
+        after: InboxCursor | None = None,
+    ) -> tuple[list[Message], InboxCursor | None]:
+        if box is Box.INBOX:
+            sql = ["SELECT created_at, message_id FROM messages WHERE recipient = ? AND status <> 'uploading'"]
+        else:
+            sql = ["SELECT created_at, message_id FROM messages WHERE sender = ?"]
+        params: list[Any] = [mailbox_id]
+        sql.append("AND created_at >= ?")
+        params.append(to_micros(since))
+        if after is not None:
+            sql.append("AND (created_at, message_id) < (?, ?)")
+            params += [to_micros(after.delivered_at), after.message_id]
+        sql.append("ORDER BY created_at DESC, message_id DESC LIMIT ?")
+        params.append(limit + 1)
+        statement = " ".join(sql)
+
+        def page(conn: sqlite3.Connection) -> tuple[list[Message], InboxCursor | None]:
+            rows = conn.execute(statement, params).fetchall()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            cursor = InboxCursor(from_micros(rows[-1][0]), rows[-1][1]) if more else None
+            found = [_get_message(conn, r[1]) for r in rows]
+            return [m for m in found if m is not None], cursor
+
+        return await self._read(page)
+
     # Housekeeping ----------------------------------------------------------------------------------------
+    async def undeliverable_candidates(self, now: datetime, limit: int) -> list[UndeliverableCandidate]:
+        def find(conn: sqlite3.Connection) -> list[UndeliverableCandidate]:
+            when = to_micros(now)
+            found = [
+                UndeliverableCandidate(message_from_row(r, (), from_micros), Undeliverable.EXPIRED)
+                for r in conn.execute(Q["expired_messages"], (when, limit))
+            ]
+            if len(found) < limit:
+                found += [
+                    UndeliverableCandidate(message_from_row(r, (), from_micros), Undeliverable.DEACTIVATED)
+                    for r in conn.execute(Q["deactivated_messages"], (when, limit - len(found)))
+                ]
+            return found
+
+        return await self._read(find)
+
+    async def mark_undeliverable(self, claims: list[NonDelivery]) -> list[str]:
+        def mark(conn: sqlite3.Connection) -> list[str]:
+            # The single writer serialises nodes sharing the file: the status check and the change are atomic.
+            wanted = json.dumps([c.message_id for c in claims])
+            accepted = {r[0] for r in conn.execute(Q["still_accepted"], (wanted,))}
+            claimed = [c for c in claims if c.message_id in accepted]
+            for claim in claimed:
+                _set_status(conn, claim.message_id, claim.event)
+                if claim.report is not None and claim.report_chunk is not None:
+                    _create_message(conn, claim.report, claim.report_chunk)
+            return [c.message_id for c in claimed]
+
+        return await self._write(mark) if claims else []
+
+    async def abandon_uploads(self, created_before: datetime, event: Event, limit: int) -> list[str]:
+        def abandon(conn: sqlite3.Connection) -> list[str]:
+            ids = [r[0] for r in conn.execute(Q["abandoned_uploads"], (to_micros(created_before), limit))]
+            if ids:
+                _queue_and_drop_chunks(conn, ids, to_micros(event.timestamp))
+                for message_id in ids:
+                    _set_status(conn, message_id, event)
+            return ids
+
+        return await self._write(abandon)
+
+    async def purge_messages(self, created_before: datetime, limit: int) -> list[str]:
+        def purge(conn: sqlite3.Connection, now: int) -> list[str]:
+            ids = [r[0] for r in conn.execute(Q["retention_expired"], (to_micros(created_before), limit))]
+            if ids:
+                _queue_and_drop_chunks(conn, ids, now)
+                conn.execute(Q["delete_messages"], (json.dumps(ids),))
+            return ids
+
+        return await self._write(purge, to_micros(_utcnow()))
+
+    async def known_blob_keys(self, keys: list[str]) -> set[str]:
+        if not keys:
+            return set()
+        return await self._read(lambda conn: {r[0] for r in conn.execute(Q["known_blob_keys"], (json.dumps(keys),))})
+
     async def delete_mailbox_messages(self, mailbox_id: str | None) -> int:
         def delete(conn: sqlite3.Connection, now: int) -> int:
             if mailbox_id is None:
@@ -392,6 +485,19 @@ def _insert_event(conn: sqlite3.Connection, message_id: str, event: Event) -> No
             event.linked_message_id,
         ),
     )
+
+
+def _set_status(conn: sqlite3.Connection, message_id: str, event: Event) -> None:
+    params = {"status": event.status.value, "at": to_micros(event.timestamp), "message_id": message_id}
+    conn.execute(Q["set_status"], params)
+    _insert_event(conn, message_id, event)
+
+
+def _queue_and_drop_chunks(conn: sqlite3.Connection, message_ids: list[str], since: int) -> None:
+    """Queue the messages' chunk blobs as orphans (deleted after commit), then delete the chunk rows."""
+    wanted = json.dumps(message_ids)
+    conn.execute(Q["queue_message_orphans"], (since, wanted))
+    conn.execute(Q["delete_message_chunks"], (wanted,))
 
 
 def _create_message(conn: sqlite3.Connection, message: Message, first_chunk: Chunk) -> None:

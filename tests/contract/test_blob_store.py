@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -138,3 +139,33 @@ async def test_concurrent_puts_of_different_keys(blobs: BlobStore) -> None:
 
 async def test_transfer_buffer_is_declared(blobs: BlobStore) -> None:
     assert blobs.transfer_buffer_bytes > 0
+
+
+async def scanned(blobs: BlobStore, page_size: int = 1000) -> dict[str, datetime]:
+    found: dict[str, datetime] = {}
+    async for page in blobs.scan(page_size=page_size):
+        assert 0 < len(page) <= page_size
+        for blob in page:
+            assert blob.key not in found
+            found[blob.key] = blob.modified
+    return found
+
+
+async def test_scan_lists_every_key_with_its_time_in_pages(blobs: BlobStore) -> None:
+    assert await scanned(blobs) == {}
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    keys = [f"20250304/2025030405060700000{n}_00000{n}/1.ab" for n in range(5)] + ["top"]
+    for key in keys:
+        await blobs.put(key, stream([b"x"]))
+    found = await scanned(blobs, page_size=2)
+    assert sorted(found) == sorted(keys)
+    after = datetime.now(UTC) + timedelta(seconds=5)
+    assert all(before <= modified <= after for modified in found.values())
+    assert all(modified.utcoffset() == timedelta(0) for modified in found.values())
+
+
+async def test_scan_leaves_out_deleted_keys(blobs: BlobStore) -> None:
+    await blobs.put("a/1", stream([b"x"]))
+    await blobs.put("a/2", stream([b"y"]))
+    await blobs.delete("a/1")
+    assert list(await scanned(blobs)) == ["a/2"]

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from broker.app import create_app
+from broker.clock import ManualClock
+from broker.keys import HOUSEKEEPING
 from broker.settings import Settings
 from tests.support import Mesh
 
@@ -151,8 +154,14 @@ async def exercise(client: TestClient) -> None:
 @pytest.fixture
 async def exported(aiohttp_client: AiohttpClient, tmp_path: Path) -> dict[str, frozenset[str]]:
     """Every series name the broker exports, with the label names seen on it (target labels added)."""
-    client = await aiohttp_client(create_app(Settings(data_dir=tmp_path / "data", shared_key="TestKey", demo=True)))
+    clock = ManualClock()
+    app = create_app(Settings(data_dir=tmp_path / "data", shared_key="TestKey", demo=True), clock=clock)
+    client = await aiohttp_client(app)
     await exercise(client)
+    # A message left unread past the inbox expiry, so housekeeping's labelled series have samples too.
+    await Mesh(client, MB1, clock=clock).send_ok(MB2, b"unread")
+    clock.advance(timedelta(days=5, seconds=1))
+    await app[HOUSEKEEPING].run_once()
     response = await client.get("/metrics")
     assert response.status == 200
     seen: dict[str, set[str]] = {}
@@ -191,6 +200,7 @@ def test_the_assets_hold_queries() -> None:
         "MeshAuthFailureSpike",
         "MeshBrokerDown",
         "MeshDeliveriesStalled",
+        "MeshHousekeepingStalled",
     }
     assert all(metric_names(query.expr) for query in all_queries())
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from broker.settings import DEMO_SHARED_KEY, Settings, SettingsError
+from broker.settings import DEMO_SHARED_KEY, Settings, SettingsError, parse_duration
 
 
 def test_defaults_without_environment() -> None:
@@ -23,7 +24,11 @@ def test_from_env_parses_each_kind() -> None:
             "MESH_DEMO": "on",
             "MESH_SANDBOX_ADMIN": "true",
             "MESH_MAX_REQUEST_BYTES": "1000",
-            "MESH_INBOX_EXPIRY_DAYS": "7",
+            "MESH_INBOX_EXPIRY": "7d",
+            "MESH_RETENTION": "40d",
+            "MESH_UPLOAD_TIMEOUT": "90m",
+            "MESH_HOUSEKEEPING_INTERVAL": "15",
+            "MESH_ORPHAN_GRACE": "2h",
             "MESH_AUTH_CLOCK_SKEW_SECONDS": "60",
             "MESH_ENV_NAME": "int",
             "MESH_BUILD_LABEL": "v1.2",
@@ -39,7 +44,11 @@ def test_from_env_parses_each_kind() -> None:
     assert settings.demo is True
     assert settings.sandbox_admin is True
     assert settings.max_request_bytes == 1000
-    assert settings.inbox_expiry_days == 7
+    assert settings.inbox_expiry == timedelta(days=7)
+    assert settings.retention == timedelta(days=40)
+    assert settings.upload_timeout == timedelta(minutes=90)
+    assert settings.housekeeping_interval == timedelta(seconds=15)
+    assert settings.orphan_grace == timedelta(hours=2)
     assert settings.auth_clock_skew_seconds == 60
     assert (settings.env_name, settings.build_label) == ("int", "v1.2")
     assert settings.tls is False
@@ -76,7 +85,13 @@ def test_empty_values_mean_unset() -> None:
         ({"MESH_SANDBOX_ADMIN": "y"}, "MESH_SANDBOX_ADMIN"),
         ({"MESH_MAX_REQUEST_BYTES": "1.5"}, "MESH_MAX_REQUEST_BYTES"),
         ({"MESH_MAX_REQUEST_BYTES": "0"}, "MESH_MAX_REQUEST_BYTES"),
-        ({"MESH_INBOX_EXPIRY_DAYS": "five"}, "MESH_INBOX_EXPIRY_DAYS"),
+        ({"MESH_INBOX_EXPIRY": "five"}, "MESH_INBOX_EXPIRY"),
+        ({"MESH_INBOX_EXPIRY": "0s"}, "MESH_INBOX_EXPIRY"),
+        ({"MESH_RETENTION": "1w"}, "MESH_RETENTION"),
+        ({"MESH_RETENTION": "4d"}, "MESH_RETENTION"),
+        ({"MESH_UPLOAD_TIMEOUT": "-1h"}, "MESH_UPLOAD_TIMEOUT"),
+        ({"MESH_HOUSEKEEPING_INTERVAL": "1.5s"}, "MESH_HOUSEKEEPING_INTERVAL"),
+        ({"MESH_ORPHAN_GRACE": "h"}, "MESH_ORPHAN_GRACE"),
         ({"MESH_AUTH_CLOCK_SKEW_SECONDS": "2h"}, "MESH_AUTH_CLOCK_SKEW_SECONDS"),
         ({"MESH_TLS_CLIENT_CERT": "sometimes"}, "MESH_TLS_CLIENT_CERT"),
         ({"MESH_TLS_CERT": "/c.pem"}, "MESH_TLS_KEY"),
@@ -161,3 +176,34 @@ def test_demographics_settings_from_env() -> None:
 def test_demographics_settings_are_checked(environ: dict[str, str], names: str) -> None:
     with pytest.raises(SettingsError, match=names):
         Settings.from_env(environ)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("5d", timedelta(days=5)),
+        ("24h", timedelta(hours=24)),
+        ("90m", timedelta(minutes=90)),
+        ("60s", timedelta(seconds=60)),
+        ("3600", timedelta(seconds=3600)),
+        (" 2S ", timedelta(seconds=2)),
+        ("0", timedelta(0)),
+    ],
+)
+def test_parse_duration(raw: str, expected: timedelta) -> None:
+    assert parse_duration("MESH_X", raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "d", "5 d", "5days", "1.5h", "-5s", "5w", "1h30m", "five"])
+def test_parse_duration_rejects_other_text_naming_the_variable(raw: str) -> None:
+    with pytest.raises(SettingsError, match="MESH_X must be a duration"):
+        parse_duration("MESH_X", raw)
+
+
+def test_lifecycle_defaults() -> None:
+    settings = Settings()
+    assert settings.inbox_expiry == timedelta(days=5)
+    assert settings.retention == timedelta(days=30)
+    assert settings.upload_timeout == timedelta(hours=24)
+    assert settings.housekeeping_interval == timedelta(seconds=60)
+    assert settings.orphan_grace == timedelta(hours=1)

@@ -158,3 +158,42 @@ ON CONFLICT (nhs_number) DO UPDATE SET
 
 -- name: get_patient
 SELECT nhs_number, date_of_birth, family_name, gp_ods_code FROM patients WHERE nhs_number = $1;
+
+-- name: expired_messages
+SELECT message_id, message_type, sender_party::text, recipient_party::text, workflow_id, total_chunks,
+       content_encoding, meta::text, status, created_at, file_size, delivered_at, expires_at, acknowledged_at,
+       status_at, linked_message_id
+FROM messages WHERE status = 'accepted' AND expires_at <= $1 ORDER BY expires_at LIMIT $2;
+
+-- name: deactivated_messages
+SELECT m.message_id, m.message_type, m.sender_party::text, m.recipient_party::text, m.workflow_id, m.total_chunks,
+       m.content_encoding, m.meta::text, m.status, m.created_at, m.file_size, m.delivered_at, m.expires_at,
+       m.acknowledged_at, m.status_at, m.linked_message_id
+FROM messages m JOIN mailboxes b ON b.mailbox_id = m.recipient
+WHERE NOT b.active AND m.status = 'accepted' AND m.expires_at > $1
+ORDER BY m.delivered_at LIMIT $2;
+
+-- name: claim_accepted
+SELECT message_id FROM messages WHERE message_id = ANY($1::text[]) AND status = 'accepted'
+FOR UPDATE SKIP LOCKED;
+
+-- name: claim_abandoned_uploads
+SELECT message_id FROM messages WHERE status = 'uploading' AND created_at < $1 ORDER BY created_at LIMIT $2
+FOR UPDATE SKIP LOCKED;
+
+-- name: queue_message_orphans
+INSERT INTO orphan_blobs (blob_key, since)
+SELECT blob_key, $1 FROM message_chunks WHERE message_id = ANY($2::text[])
+ON CONFLICT DO NOTHING;
+
+-- name: delete_message_chunks
+DELETE FROM message_chunks WHERE message_id = ANY($1::text[]);
+
+-- name: claim_retention_expired
+SELECT message_id FROM messages WHERE created_at < $1 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED;
+
+-- name: delete_messages
+DELETE FROM messages WHERE message_id = ANY($1::text[]);
+
+-- name: known_blob_keys
+SELECT DISTINCT blob_key FROM message_chunks WHERE blob_key = ANY($1::text[]);

@@ -156,3 +156,39 @@ ON CONFLICT (nhs_number) DO UPDATE SET
 
 -- name: get_patient
 SELECT nhs_number, date_of_birth, family_name, gp_ods_code FROM patients WHERE nhs_number = ?;
+
+-- name: expired_messages
+SELECT message_id, message_type, sender_party, recipient_party, workflow_id, total_chunks, content_encoding,
+       meta, status, created_at, file_size, delivered_at, expires_at, acknowledged_at, status_at,
+       linked_message_id
+FROM messages WHERE status = 'accepted' AND expires_at <= ? ORDER BY expires_at LIMIT ?;
+
+-- name: deactivated_messages
+SELECT m.message_id, m.message_type, m.sender_party, m.recipient_party, m.workflow_id, m.total_chunks,
+       m.content_encoding, m.meta, m.status, m.created_at, m.file_size, m.delivered_at, m.expires_at,
+       m.acknowledged_at, m.status_at, m.linked_message_id
+FROM messages m JOIN mailboxes b ON b.mailbox_id = m.recipient
+WHERE b.active = 0 AND m.status = 'accepted' AND m.expires_at > ?
+ORDER BY m.delivered_at LIMIT ?;
+
+-- name: still_accepted
+SELECT message_id FROM messages WHERE message_id IN (SELECT value FROM json_each(?)) AND status = 'accepted';
+
+-- name: abandoned_uploads
+SELECT message_id FROM messages WHERE status = 'uploading' AND created_at < ? ORDER BY created_at LIMIT ?;
+
+-- name: queue_message_orphans
+INSERT OR IGNORE INTO orphan_blobs (blob_key, since)
+SELECT blob_key, ? FROM message_chunks WHERE message_id IN (SELECT value FROM json_each(?));
+
+-- name: delete_message_chunks
+DELETE FROM message_chunks WHERE message_id IN (SELECT value FROM json_each(?));
+
+-- name: retention_expired
+SELECT message_id FROM messages WHERE created_at < ? ORDER BY created_at LIMIT ?;
+
+-- name: delete_messages
+DELETE FROM messages WHERE message_id IN (SELECT value FROM json_each(?));
+
+-- name: known_blob_keys
+SELECT blob_key FROM message_chunks WHERE blob_key IN (SELECT value FROM json_each(?));

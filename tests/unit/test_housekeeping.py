@@ -1,0 +1,108 @@
+"""broker/services/housekeeping.py: a failing pass is counted and logged, and the loop carries on."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from broker.blobs.protocol import BlobError, StoredBlob
+from broker.clock import ManualClock
+from broker.metrics import Metrics
+from broker.services.housekeeping import Housekeeping
+from broker.services.reports import Reports
+from broker.store.protocol import StoreError
+
+
+class IdleStore:
+    """A store with nothing to do, whose first `failures` token purges fail."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.passes = 0
+
+    async def purge_tokens(self, now: datetime) -> int:
+        self.passes += 1
+        if self.failures:
+            self.failures -= 1
+            raise StoreError("database went away")
+        return 0
+
+    async def undeliverable_candidates(self, now: datetime, limit: int) -> list[Any]:
+        return []
+
+    async def abandon_uploads(self, created_before: datetime, event: Any, limit: int) -> list[str]:
+        return []
+
+    async def purge_messages(self, created_before: datetime, limit: int) -> list[str]:
+        return []
+
+    async def take_orphan_blobs(self, limit: int) -> list[str]:
+        return []
+
+    async def known_blob_keys(self, keys: list[str]) -> set[str]:
+        return set()
+
+
+class FailingScan:
+    """A blob store whose listing fails, as an unreachable bucket would."""
+
+    async def scan(self, *, page_size: int = 1000) -> AsyncIterator[list[StoredBlob]]:
+        raise BlobError("bucket unreachable")
+        yield []
+
+    async def delete(self, key: str) -> None:
+        raise AssertionError("nothing should be deleted")
+
+
+def housekeeping(store: Any, blobs: Any, metrics: Metrics) -> Housekeeping:
+    clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    return Housekeeping(
+        store,
+        blobs,
+        Reports(store, blobs, inbox_expiry=timedelta(days=5), clock=clock),
+        metrics=metrics,
+        retention=timedelta(days=30),
+        upload_timeout=timedelta(hours=24),
+        orphan_grace=timedelta(hours=1),
+        clock=clock,
+    )
+
+
+def runs(metrics: Metrics, outcome: str) -> float:
+    return metrics.registry.get_sample_value("mesh_housekeeping_runs_total", {"outcome": outcome}) or 0.0
+
+
+async def test_the_loop_survives_failed_passes_and_counts_them(caplog: pytest.LogCaptureFixture) -> None:
+    store, metrics = IdleStore(failures=2), Metrics()
+
+    class NoBlobs:
+        async def scan(self, *, page_size: int = 1000) -> AsyncIterator[list[StoredBlob]]:
+            for page in ():
+                yield page
+
+    loop = asyncio.create_task(housekeeping(store, NoBlobs(), metrics).run_forever(0.001))
+    with caplog.at_level(logging.ERROR, logger="broker.housekeeping"):
+        for _ in range(2000):
+            if runs(metrics, "success") >= 1:
+                break
+            await asyncio.sleep(0.001)
+    loop.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await loop
+    assert runs(metrics, "failure") == 2
+    assert runs(metrics, "success") >= 1
+    assert [r.action for r in caplog.records] == ["housekeeping_failed", "housekeeping_failed"]  # type: ignore[attr-defined]
+    assert metrics.registry.get_sample_value("mesh_housekeeping_last_success_timestamp_seconds") > 0
+
+
+async def test_a_blob_failure_fails_the_pass_not_the_caller_silently() -> None:
+    metrics = Metrics()
+    with pytest.raises(BlobError):
+        await housekeeping(IdleStore(failures=0), FailingScan(), metrics).run_once()
+    assert runs(metrics, "failure") == 1
+    assert metrics.registry.get_sample_value("mesh_housekeeping_last_success_timestamp_seconds") == 0
