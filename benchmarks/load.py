@@ -291,13 +291,21 @@ def profiled(pid: int, args: argparse.Namespace, out: Path) -> Iterator[None]:
         print(summarise_profile(out))
 
 
+#: Leaf frames of threads waiting for work: py-spy cannot always tell them from busy ones, so they are dropped.
+IDLE_LEAVES = ("concurrent/futures/thread.py:81", "threading.py", "queue.py", "GroupCommitWriter._serve")
+
+
 def summarise_profile(path: Path, top: int = 15) -> str:
+    """Busy samples per thread and the hottest functions. The event loop thread's own samples in `run_app`
+    are uvloop's C code: polling sockets (idle) and reading/writing them (busy), which py-spy cannot separate."""
     threads: dict[str, int] = {}
     own: dict[str, int] = {}
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
+        if any(idle in frames[-1] for idle in IDLE_LEAVES):
+            continue
         samples = int(count)
         total += samples
         thread = frames[0].split(": ", 1)[-1]

@@ -61,8 +61,10 @@ def parse_token(header: str | None, path_mailbox: str | None) -> Token:
 
 
 def token_time(token: Token) -> datetime:
+    """The token's `YYYYMMDDHHMM` (UTC). Sliced by hand: strptime was a tenth of the event loop's own work."""
+    t = token.timestamp  # 12 digits, checked by parse_token
     try:
-        return datetime.strptime(token.timestamp, "%Y%m%d%H%M").replace(tzinfo=UTC)
+        return datetime(int(t[:4]), int(t[4:6]), int(t[6:8]), int(t[8:10]), int(t[10:12]), tzinfo=UTC)
     except ValueError:
         raise BrokerError(ErrorCode.AUTH_HEADER_UNREADABLE) from None
 

@@ -93,13 +93,17 @@ class FilesystemBlobStore:
         return size
 
     async def get(self, key: str, *, piece_size: int = 256 * 1024) -> AsyncIterator[bytes]:
-        handle = await self._run(_open, self._path(key), "rb")
+        # Opening, sizing and the first read share one thread hop, so a blob that fits one piece (most messages)
+        # costs one hop instead of three.
+        handle, piece, size = await self._run(_open_and_read, self._path(key), piece_size)
         try:
-            while True:
-                piece = await self._run(handle.read, piece_size)
-                if not piece:
-                    return
+            served = len(piece)
+            while piece:
                 yield piece
+                if served >= size:
+                    return
+                piece = await self._run(handle.read, piece_size)
+                served += len(piece)
         finally:
             handle.close()
 
@@ -114,6 +118,16 @@ class FilesystemBlobStore:
         walker = _walk(self._root)
         while page := await self._run(_take, walker, page_size):
             yield page
+
+
+def _open_and_read(path: Path, piece_size: int) -> tuple[BinaryIO, bytes, int]:
+    handle = _open(path, "rb")
+    try:
+        size = os.fstat(handle.fileno()).st_size
+        return handle, handle.read(piece_size), size
+    except BaseException:
+        handle.close()
+        raise
 
 
 def _open(path: Path, mode: str) -> BinaryIO:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, replace
@@ -16,7 +15,7 @@ from broker.budget import MemoryBudget
 from broker.clock import SYSTEM_CLOCK, Clock
 from broker.errors import BrokerError, ErrorCode, ValidationFailed
 from broker.headers import SendRequest
-from broker.ids import decode_cursor, encode_cursor, new_message_id
+from broker.ids import decode_cursor, encode_cursor, new_message_id, random_suffix
 from broker.integrity import Meter
 from broker.metrics import Metrics
 from broker.models import Chunk, Event, Mailbox, Message, MessageType, Party, Status
@@ -86,7 +85,7 @@ def blob_key(message_id: str, chunk_number: int) -> str:
 
     One folder per day, not per message: a new folder per message cost the file store an extra journal commit
     on every send. The message ID stays a key prefix, so a message's blobs still list together."""
-    return f"{message_id[:8]}/{message_id}.{chunk_number}.{secrets.token_hex(4)}"
+    return f"{message_id[:8]}/{message_id}.{chunk_number}.{random_suffix(8)}"
 
 
 def parse_workflow_filter(text: str | None) -> WorkflowFilter | None:
