@@ -41,6 +41,9 @@ from broker.store.rows import (
 from broker.store.sqlite_writer import Checkpointer, GroupCommitWriter
 
 T = TypeVar("T")
+#: Page cache per connection (KiB) and memory-mapped window; see _new_connection.
+CACHE_KIB = 64 * 1024
+MMAP_BYTES = 1024 * 1024 * 1024
 Q = queries.load("sqlite.sql")
 
 
@@ -103,6 +106,11 @@ class SqliteStore:
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
         conn.execute("PRAGMA synchronous=FULL")
+        # SQLite's default page cache is 2 MB per connection; once the indexes outgrow it (a million messages
+        # is a few hundred MB) every insert and lookup re-reads index pages through system calls. A larger
+        # cache and memory-mapped reads keep the hot pages close as the store fills.
+        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
         # Workflow filters match case-sensitively, as workflow IDs are compared everywhere else.
         conn.execute("PRAGMA case_sensitive_like=ON")
         with self._lock:
