@@ -2,8 +2,9 @@
 
 SQLite allows one writer at a time, and with synchronous=FULL every commit is a WAL fsync. One transaction per
 operation made every request (each one records its auth token) queue for its own commit. Here the thread takes
-whatever writes are waiting, runs each inside its own SAVEPOINT of one transaction, and commits once: a write
-that fails rolls back to its savepoint alone, and no caller hears success before the shared COMMIT is durable.
+whatever writes are waiting, runs each inside its own SAVEPOINT of one transaction, and commits once (twice when
+bookkeeping that needs no fsync waits beside durable writes): a write that fails rolls back to its savepoint
+alone, and no caller hears success before the COMMIT that carries its write is done.
 """
 
 from __future__ import annotations
@@ -98,12 +99,18 @@ class GroupCommitWriter:
                         break
                     batch.append(more)
                 jobs = [job for job in batch if isinstance(job, _Job)]
-                # Token and handshake bookkeeping may commit without fsync; one durable write makes the batch durable.
-                durable = any(job.durable for job in jobs)
-                if durable != synchronous_full:
-                    conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-                    synchronous_full = durable
-                self._commit(conn, jobs)
+                # Bookkeeping (auth tokens, handshakes) commits first and without an fsync, so every request's
+                # token check does not wait for the WAL fsync of the message writes queued beside it; those then
+                # commit together with synchronous=FULL. Jobs of one drain come from different requests (a
+                # request awaits each write), so committing them in two groups reorders nothing that matters.
+                for durable in (False, True):
+                    group = [job for job in jobs if job.durable is durable]
+                    if not group:
+                        continue
+                    if durable != synchronous_full:
+                        conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                        synchronous_full = durable
+                    self._commit(conn, group)
                 if stop:
                     return
         finally:
