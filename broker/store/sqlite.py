@@ -1,4 +1,4 @@
-"""The embedded metadata store: SQLite in WAL mode, driven from worker threads so the event loop never blocks."""
+"""The embedded metadata store: SQLite in WAL mode; writes and scans on worker threads, key lookups inline."""
 
 from __future__ import annotations
 
