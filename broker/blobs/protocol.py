@@ -24,8 +24,16 @@ class StoredBlob:
     modified: datetime
 
 
+async def no_bytes() -> AsyncIterator[bytes]:
+    """An empty body, for blobs that hold nothing (a REPORT, a message whose bytes were dropped)."""
+    empty: tuple[bytes, ...] = ()
+    for piece in empty:
+        yield piece
+
+
 class BlobStore(Protocol):
-    """Bytes by key. put is atomic and durable: a reader sees the whole blob or nothing."""
+    """Bytes by key. put is durable when it returns; until then nothing may read the key (a row points at a
+    blob only after its put returned), so a store may write in place."""
 
     @property
     def transfer_buffer_bytes(self) -> int:
@@ -56,4 +64,4 @@ class BlobStore(Protocol):
     def scan(self, *, page_size: int = 1000) -> AsyncIterator[list[StoredBlob]]:
         """Every stored key with its last-modified time, in pages of at most page_size, in no set order (what
         housekeeping compares with the chunk rows to find crash leftovers). Blobs put or deleted while a scan
-        runs may or may not appear. Filesystem stores include abandoned temporary files of interrupted puts."""
+        runs may or may not appear, and so may the partial bytes of a put that was interrupted (a crash)."""

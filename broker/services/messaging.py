@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from broker import nhs
-from broker.blobs.protocol import BlobStore
+from broker.blobs.protocol import BlobStore, no_bytes
 from broker.budget import MemoryBudget
 from broker.clock import SYSTEM_CLOCK, Clock
 from broker.errors import BrokerError, ErrorCode, ValidationFailed
@@ -65,12 +65,6 @@ async def _discard(meter: Meter) -> int:
     async for _piece in meter:
         pass
     return meter.size
-
-
-async def _nothing() -> AsyncIterator[bytes]:
-    empty: tuple[bytes, ...] = ()
-    for piece in empty:
-        yield piece
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +161,8 @@ class Messaging:
             raise BrokerError(ErrorCode.DATA_FILE_MISSING)
 
         complete = request.total_chunks == 1
-        for _attempt in range(3):
+
+        def build(message_id: str) -> tuple[Message, Chunk]:
             meta = replace(request.meta, file_name=request.meta.file_name or f"{message_id}.dat")
             message = Message(
                 message_id=message_id,
@@ -186,12 +181,23 @@ class Messaging:
                 status_at=now,
                 events=(Event(Status.ACCEPTED, now, *DELIVERED),) if complete else (Event(Status.UPLOADING, now),),
             )
+            return message, Chunk(message_id, 1, key, size, meter.sha256)
+
+        message_id = await self._insert(message_id, key, now, build)
+        workflow = self._metrics.workflow(request.workflow_id)
+        self._metrics.messages_sent.labels(workflow).inc()
+        if complete:
+            self._metrics.messages_delivered.labels(workflow).inc()
+        return message_id
+
+    async def _insert(
+        self, message_id: str, key: str, now: datetime, build: Callable[[str], tuple[Message, Chunk]]
+    ) -> str:
+        """Store the message build(message_id) describes, whose chunk 1 is already under key; an ID that clashes
+        with a stored one is drawn again. If it cannot be stored, the blob under key is deleted."""
+        for _attempt in range(3):
             try:
-                await self._store.create_message(message, Chunk(message_id, 1, key, size, meter.sha256))
-                workflow = self._metrics.workflow(request.workflow_id)
-                self._metrics.messages_sent.labels(workflow).inc()
-                if complete:
-                    self._metrics.messages_delivered.labels(workflow).inc()
+                await self._store.create_message(*build(message_id))
                 return message_id
             except DuplicateMessageId:
                 message_id = new_message_id(now)
@@ -214,10 +220,11 @@ class Messaging:
             raise BrokerError(ErrorCode.DATA_FILE_MISSING)
         now = self._clock.now()
         spec = failure.code.spec
-        for _attempt in range(3):
-            message_id = new_message_id(now)
-            key = blob_key(message_id, 1)
-            await self._blobs.put(key, _nothing())
+        message_id = new_message_id(now)
+        key = blob_key(message_id, 1)
+        await self._blobs.put(key, no_bytes())
+
+        def build(message_id: str) -> tuple[Message, Chunk]:
             message = Message(
                 message_id=message_id,
                 message_type=MessageType.DATA,
@@ -232,25 +239,19 @@ class Messaging:
                 status_at=now,
                 events=(Event(Status.ERROR, now, spec.event, spec.code, failure.text),),
             )
-            try:
-                await self._store.create_message(message, Chunk(message_id, 1, key, 0))
-            except DuplicateMessageId:
-                await self._blobs.delete(key)
-                continue
-            except BaseException:
-                await asyncio.shield(self._blobs.delete(key))
-                raise
-            self._metrics.messages_sent.labels(self._metrics.workflow(request.workflow_id)).inc()
-            await self._reports.deliver(
-                Party.of(sender),
-                Event(Status.ERROR, now, spec.event, spec.code, failure.text, message_id),
-                workflow_id=request.workflow_id,
-                subject=message.meta.subject,
-                local_id=message.meta.local_id,
-                file_name=message.meta.file_name,
-            )
-            return message_id
-        raise BrokerError(ErrorCode.INTERNAL)
+            return message, Chunk(message_id, 1, key, 0)
+
+        message_id = await self._insert(message_id, key, now, build)
+        self._metrics.messages_sent.labels(self._metrics.workflow(request.workflow_id)).inc()
+        await self._reports.deliver(
+            Party.of(sender),
+            Event(Status.ERROR, now, spec.event, spec.code, failure.text, message_id),
+            workflow_id=request.workflow_id,
+            subject=request.meta.subject,
+            local_id=request.meta.local_id,
+            file_name=request.meta.file_name or f"{message_id}.dat",
+        )
+        return message_id
 
     async def upload_chunk(
         self, sender: Mailbox, message_id: str, number: int, content_encoding: str, body: AsyncIterable[bytes]

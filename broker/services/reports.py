@@ -6,11 +6,10 @@ reports are all built here, so every REPORT has the same shape (mesh-api.md sect
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from broker.blobs.protocol import BlobStore
+from broker.blobs.protocol import BlobStore, no_bytes
 from broker.clock import SYSTEM_CLOCK, Clock
 from broker.ids import new_message_id
 from broker.models import CENTRAL_SYSTEM, Chunk, Event, Message, MessageMeta, MessageType, Party, Status
@@ -117,7 +116,7 @@ class Reports:
         now = at or self._clock.now()
         message_id = message_id or new_message_id(now)
         key = blob_key(message_id, 1)
-        size = await self._blobs.put(key, _empty())
+        size = await self._blobs.put(key, no_bytes())
         report = Message(
             message_id=message_id,
             message_type=MessageType.REPORT,
@@ -141,9 +140,3 @@ class Reports:
     async def discard(self, prepared: PreparedReport) -> None:
         """Delete the body of a report whose row was never stored."""
         await self._blobs.delete(prepared.chunk.blob_key)
-
-
-async def _empty() -> AsyncIterator[bytes]:
-    empty: tuple[bytes, ...] = ()
-    for piece in empty:
-        yield piece

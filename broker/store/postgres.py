@@ -221,10 +221,7 @@ class PostgresStore:
 
     async def append_event(self, message_id: str, event: Event) -> bool:
         async with _Translate(), self.pool.acquire() as conn, conn.transaction():
-            if _rowcount(await conn.execute(Q["set_status"], event.status.value, event.timestamp, message_id)) != 1:
-                return False
-            await _insert_event(conn, message_id, event)
-            return True
+            return await _set_status(conn, message_id, event)
 
     async def list_inbox(
         self,
@@ -416,9 +413,12 @@ async def _create_message(conn: asyncpg.Connection, message: Message, first_chun
         await _insert_event(conn, message.message_id, event)
 
 
-async def _set_status(conn: asyncpg.Connection, message_id: str, event: Event) -> None:
-    await conn.execute(Q["set_status"], event.status.value, event.timestamp, message_id)
+async def _set_status(conn: asyncpg.Connection, message_id: str, event: Event) -> bool:
+    """Append an event and make its status the message's; False (and nothing written) for an unknown message."""
+    if _rowcount(await conn.execute(Q["set_status"], event.status.value, event.timestamp, message_id)) != 1:
+        return False
     await _insert_event(conn, message_id, event)
+    return True
 
 
 async def _queue_and_drop_chunks(conn: asyncpg.Connection, message_ids: list[str], since: datetime) -> None:

@@ -285,15 +285,7 @@ class SqliteStore:
         return await self._write(ack)
 
     async def append_event(self, message_id: str, event: Event) -> bool:
-        def append(conn: sqlite3.Connection) -> bool:
-            at = to_micros(event.timestamp)
-            params = {"status": event.status.value, "at": at, "message_id": message_id}
-            if conn.execute(Q["set_status"], params).rowcount != 1:
-                return False
-            _insert_event(conn, message_id, event)
-            return True
-
-        return await self._write(append)
+        return await self._write(_set_status, message_id, event)
 
     async def list_inbox(
         self,
@@ -514,10 +506,13 @@ def _insert_event(conn: sqlite3.Connection, message_id: str, event: Event) -> No
     )
 
 
-def _set_status(conn: sqlite3.Connection, message_id: str, event: Event) -> None:
+def _set_status(conn: sqlite3.Connection, message_id: str, event: Event) -> bool:
+    """Append an event and make its status the message's; False (and nothing written) for an unknown message."""
     params = {"status": event.status.value, "at": to_micros(event.timestamp), "message_id": message_id}
-    conn.execute(Q["set_status"], params)
+    if conn.execute(Q["set_status"], params).rowcount != 1:
+        return False
     _insert_event(conn, message_id, event)
+    return True
 
 
 def _queue_and_drop_chunks(conn: sqlite3.Connection, message_ids: list[str], since: int) -> None:

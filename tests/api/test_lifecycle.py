@@ -385,6 +385,17 @@ async def test_rich_outbox_accepts_up_to_5000_and_echoes_it(mb1: Mesh) -> None:
     assert body["links"] == {"self": f"/messageexchange/{MB1}/outbox/rich?max_results=5000"}
 
 
+async def test_rich_outbox_serves_at_most_100_a_page_whatever_max_results_says(mb1: Mesh) -> None:
+    sent = {await mb1.send_ok(MB2, b"x") for _ in range(101)}
+    status, body = await rich(mb1, "outbox", "?max_results=5000")
+    assert status == 200
+    first_page = [m["message_id"] for m in body["messages"]]
+    assert len(first_page) == 100
+    status, body = await rich(mb1, "outbox", body["links"]["next"].split("/outbox/rich", 1)[1])
+    assert status == 200 and "next" not in body["links"]
+    assert set(first_page) | {m["message_id"] for m in body["messages"]} == sent
+
+
 async def test_rich_routes_are_not_message_ids(mb1: Mesh) -> None:
     response = await mb1.client.get(f"{mb1.base}/inbox/rich", headers=mb1.headers(accept=V2))
     assert response.headers["Content-Type"].startswith(V2)
