@@ -80,7 +80,7 @@ def create_app(
     )
     app[DIRECTORY] = Directory(app[STORE], clock=clock)
     app[DEMOGRAPHICS] = backends.demographics(settings, app[STORE], clock)
-    app[REPORTS] = Reports(app[STORE], app[BLOBS], inbox_expiry=expiry, clock=clock)
+    app[REPORTS] = Reports(app[STORE], inbox_expiry=expiry, clock=clock)
     app[MESSAGING] = Messaging(
         app[STORE],
         app[BLOBS],
@@ -88,6 +88,7 @@ def create_app(
         max_request_bytes=settings.max_request_bytes,
         max_message_bytes=settings.max_message_bytes,
         max_chunks=settings.max_chunks,
+        inline_chunk_bytes=settings.inline_chunk_bytes,
         budget=app[BUDGET],
         metrics=app[METRICS],
         inbox_expiry=expiry,

@@ -74,9 +74,15 @@ class Metrics:
         )
         self.bytes_received = Counter("mesh_bytes_received_total", "Message bytes stored from senders.", registry=r)
         self.bytes_sent = Counter("mesh_bytes_sent_total", "Message bytes sent to recipients.", registry=r)
+        self.chunks_stored = Counter(
+            "mesh_chunks_stored_total",
+            "Chunks accepted, by where their bytes went: inline (in the metadata row) or blob (the blob store).",
+            ("store",),
+            registry=r,
+        )
         self.chunk_upload_duration = Histogram(
             "mesh_chunk_upload_duration_seconds",
-            "Time to stream one chunk into the blob store.",
+            "Time to take in one chunk's body and store it (inline or in the blob store).",
             buckets=TRANSFER_BUCKETS,
             registry=r,
         )
@@ -142,6 +148,8 @@ class Metrics:
             self.housekeeping_runs.labels(outcome)
         for reason in ("released", "leftover"):
             self.orphan_blobs_deleted.labels(reason)
+        for store in ("inline", "blob"):
+            self.chunks_stored.labels(store)
         self.inbox_messages = Gauge(
             "mesh_inbox_messages", "Messages waiting in inboxes (accepted, not acknowledged), sampled.", registry=r
         )

@@ -156,10 +156,17 @@ class Message:
 class Chunk:
     message_id: str
     number: int
+    #: Where the blob store holds the bytes; "" for a chunk stored inline (data is not None).
     blob_key: str
     size: int
     #: Hex SHA-256 of the stored bytes ("" when unknown, e.g. rows written before it was recorded).
     sha256: str = ""
+    #: The bytes themselves for a small chunk kept in its metadata row (MESH_INLINE_CHUNK_BYTES), else None.
+    data: bytes | None = None
+
+    @classmethod
+    def inline(cls, message_id: str, number: int, data: bytes, sha256: str = "") -> Chunk:
+        return cls(message_id, number, "", len(data), sha256, data)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,8 @@ DEMO_SHARED_KEY = "TestKey"
 CLIENT_CERT_MODES = ("off", "optional", "required")
 EVENT_LOOPS = ("uvloop", "asyncio")
 DEMOGRAPHICS_SOURCES = ("local", "pds")
+#: Inline chunks sit in metadata rows and in one request's memory: past 1 MiB the blob store is the better home.
+MAX_INLINE_CHUNK_BYTES = 1024 * 1024
 
 
 class SettingsError(ValueError):
@@ -83,6 +85,8 @@ class Settings:
     max_message_bytes: int = 100 * 1000 * 1000 * 1000
     max_chunks: int = 100_000
     transfer_memory_bytes: int = 256 * 1024 * 1024
+    #: Chunks of at most this many bytes are kept in their metadata row instead of the blob store (0: none).
+    inline_chunk_bytes: int = 64 * 1024
     #: How long a delivered message waits to be acknowledged before it becomes undeliverable (with an NDR).
     inbox_expiry: timedelta = timedelta(days=5)
     #: How long any message's rows and bytes are kept after it was created, whatever its status.
@@ -123,6 +127,11 @@ class Settings:
             raise SettingsError("MESH_METRICS_WORKFLOW_LABELS must be 0 or more")
         if not 1 <= self.db_pool_min <= self.db_pool_max:
             raise SettingsError("MESH_DB_POOL_MIN must be at least 1 and at most MESH_DB_POOL_MAX")
+        if not 0 <= self.inline_chunk_bytes <= MAX_INLINE_CHUNK_BYTES:
+            raise SettingsError(
+                f"MESH_INLINE_CHUNK_BYTES must be between 0 (off) and {MAX_INLINE_CHUNK_BYTES}, "
+                f"not {self.inline_chunk_bytes}"
+            )
         if self.max_request_bytes <= 0 or self.max_message_bytes < self.max_request_bytes:
             raise SettingsError("MESH_MAX_REQUEST_BYTES must be positive and at most MESH_MAX_MESSAGE_BYTES")
         for name in _DURATIONS:
@@ -201,6 +210,7 @@ _INTS = {
     "max_message_bytes",
     "max_chunks",
     "transfer_memory_bytes",
+    "inline_chunk_bytes",
     "auth_clock_skew_seconds",
     "metrics_workflow_labels",
     "pds_retries",

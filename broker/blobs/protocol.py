@@ -24,13 +24,6 @@ class StoredBlob:
     modified: datetime
 
 
-async def no_bytes() -> AsyncIterator[bytes]:
-    """An empty body, for blobs that hold nothing (a REPORT, a message whose bytes were dropped)."""
-    empty: tuple[bytes, ...] = ()
-    for piece in empty:
-        yield piece
-
-
 class BlobStore(Protocol):
     """Bytes by key. put is durable when it returns; until then nothing may read the key (a row points at a
     blob only after its put returned), so a store may write in place."""

@@ -18,7 +18,7 @@ from broker.blobs.protocol import BlobError
 from broker.errors import ValidationFailed
 from broker.handlers.common import caller, chunk_number, int_query, message_id, version
 from broker.integrity import ChunkCorrupted, file_matches, verified
-from broker.keys import BLOBS, BUDGET, DIRECTORY, MESSAGING, METRICS
+from broker.keys import BUDGET, DIRECTORY, MESSAGING, METRICS
 from broker.models import Chunk
 from broker.services.messaging import INBOX_DEFAULT_PAGE
 
@@ -84,7 +84,8 @@ async def download(request: web.Request) -> web.StreamResponse:
     api = version(request)
     stored_gzip = message.content_encoding == "gzip"
     client_gzip = headers.accepts_gzip(request.headers.get("Accept-Encoding"))
-    blob = verified(request.app[BLOBS].get(chunk.blob_key, piece_size=DOWNLOAD_PIECE), chunk)
+    messaging = request.app[MESSAGING]
+    blob = verified(messaging.chunk_bytes(chunk, DOWNLOAD_PIECE), chunk)
     length: int | None = None
     if stored_gzip and not client_gzip:
         pieces, gzip_response = _gunzipped(blob), False
@@ -107,7 +108,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     metrics = request.app[METRICS]
     started = time.perf_counter()
     await response.prepare(request)
-    path = request.app[BLOBS].local_path(chunk.blob_key) if length else None
+    path = messaging.chunk_path(chunk) if length else None
     try:
         if path is None or not await _sendfile(request, response, path, chunk):
             async with request.app[BUDGET].reserve(DOWNLOAD_PIECE):

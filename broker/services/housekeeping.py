@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from broker.blobs.protocol import BlobStore
 from broker.clock import SYSTEM_CLOCK, Clock
 from broker.metrics import Metrics
 from broker.models import Event, Status
-from broker.services.reports import NDR_DEACTIVATED, NDR_EXPIRED, PreparedReport, Reports
+from broker.services.reports import NDR_DEACTIVATED, NDR_EXPIRED, Reports
 from broker.store.protocol import (
     DuplicateMessageId,
     MetadataStore,
@@ -31,8 +30,6 @@ log = logging.getLogger("broker.housekeeping")
 BATCH = 500
 #: Batches of one kind per pass, so a pass always ends and the other kinds of work get their turn.
 MAX_BATCHES = 20
-#: Report bodies stored at once while preparing a batch of NDRs.
-PARALLEL_PUTS = 16
 DESCRIPTIONS = {Undeliverable.EXPIRED: NDR_EXPIRED, Undeliverable.DEACTIVATED: NDR_DEACTIVATED}
 #: The error event of an upload whose missing chunks never came (no source documents one; see README).
 UPLOAD_ABANDONED = ("SEND", "02", "Upload abandoned: not every chunk arrived before the upload timeout")
@@ -92,19 +89,15 @@ class Housekeeping:
             candidates = await self._store.undeliverable_candidates(self._clock.now(), self._batch)
             if not candidates:
                 break
-            claims = await self._prepare(candidates)
+            taken: set[str] = set()
+            claims = [self._reports.prepare_non_delivery(c.message, DESCRIPTIONS[c.reason], taken) for c in candidates]
             try:
                 claimed = set(await self._store.mark_undeliverable(claims))
             except DuplicateMessageId:
                 # A report ID met one stored by another node in the same microsecond: the whole batch rolled
-                # back, so try again with fresh IDs.
-                await self._discard(claims)
+                # back, so try again with fresh IDs. A report is only rows (its empty body is inline), so a claim
+                # that is lost or rolled back leaves nothing to clean up.
                 continue
-            except BaseException:
-                await asyncio.shield(self._discard(claims))
-                raise
-            # Claims another node won: their reports were never stored, so their bodies go.
-            await self._discard([c for c in claims if c.message_id not in claimed])
             reasons = {c.message.message_id: c for c in candidates}
             for claim in claims:
                 if claim.message_id in claimed:
@@ -113,23 +106,6 @@ class Housekeeping:
             if not claimed or len(candidates) < self._batch:
                 break
         return done
-
-    async def _prepare(self, candidates: list[UndeliverableCandidate]) -> list[NonDelivery]:
-        taken: set[str] = set()
-        limit = asyncio.Semaphore(PARALLEL_PUTS)
-
-        async def one(candidate: UndeliverableCandidate) -> NonDelivery:
-            async with limit:
-                return await self._reports.prepare_non_delivery(
-                    candidate.message, DESCRIPTIONS[candidate.reason], taken
-                )
-
-        return await _all_or_nothing([one(c) for c in candidates], self._discard)
-
-    async def _discard(self, claims: list[NonDelivery]) -> None:
-        for claim in claims:
-            if claim.report is not None and claim.report_chunk is not None:
-                await self._reports.discard(PreparedReport(claim.report, claim.report_chunk))
 
     def _count_undeliverable(self, candidate: UndeliverableCandidate, claim: NonDelivery) -> None:
         message = candidate.message
@@ -234,16 +210,3 @@ class Housekeeping:
             except Exception:
                 # Any failure, not only store and blob errors: a dead loop would stop expiry on this node silently.
                 log.exception("housekeeping pass failed", extra={"action": "housekeeping_failed"})
-
-
-async def _all_or_nothing(
-    work: list[Awaitable[NonDelivery]], undo: Callable[[list[NonDelivery]], Awaitable[None]]
-) -> list[NonDelivery]:
-    """Run work concurrently; if any fails, undo the ones that succeeded and raise the first failure."""
-    results = await asyncio.gather(*work, return_exceptions=True)
-    done = [r for r in results if isinstance(r, NonDelivery)]
-    failures = [r for r in results if isinstance(r, BaseException)]
-    if failures:
-        await asyncio.shield(undo(done))
-        raise failures[0]
-    return done

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from broker import nhs
-from broker.blobs.protocol import BlobStore, no_bytes
+from broker.blobs.protocol import BlobStore
 from broker.budget import MemoryBudget
 from broker.clock import SYSTEM_CLOCK, Clock
 from broker.errors import BrokerError, ErrorCode, ValidationFailed
@@ -108,6 +109,7 @@ class Messaging:
         max_message_bytes: int,
         inbox_expiry: timedelta,
         max_chunks: int = 100_000,
+        inline_chunk_bytes: int = 0,
         rich_window: timedelta = timedelta(days=30),
         budget: MemoryBudget | None = None,
         metrics: Metrics | None = None,
@@ -121,6 +123,7 @@ class Messaging:
         self._max_request_bytes = max_request_bytes
         self._max_message_bytes = max_message_bytes
         self._max_chunks = max_chunks
+        self._inline_chunk_bytes = inline_chunk_bytes
         self._budget = budget or MemoryBudget(256 * 1024 * 1024)
         self._metrics = metrics or Metrics()
         self._inbox_expiry = inbox_expiry
@@ -153,13 +156,10 @@ class Messaging:
 
         now = self._clock.now()
         message_id = new_message_id(now)
-        key = blob_key(message_id, 1)
-        meter = Meter(body, self._max_request_bytes)
-        size = await self._store_bytes(key, meter)
+        stored = await self._store_chunk(message_id, 1, Meter(body, self._max_request_bytes))
+        size = stored.size
         if size == 0:
-            await self._blobs.delete(key)
             raise BrokerError(ErrorCode.DATA_FILE_MISSING)
-
         complete = request.total_chunks == 1
 
         def build(message_id: str) -> tuple[Message, Chunk]:
@@ -181,9 +181,9 @@ class Messaging:
                 status_at=now,
                 events=(Event(Status.ACCEPTED, now, *DELIVERED),) if complete else (Event(Status.UPLOADING, now),),
             )
-            return message, Chunk(message_id, 1, key, size, meter.sha256)
+            return message, replace(stored, message_id=message_id)
 
-        message_id = await self._insert(message_id, key, now, build)
+        message_id = await self._insert(message_id, stored, now, build)
         workflow = self._metrics.workflow(request.workflow_id)
         self._metrics.messages_sent.labels(workflow).inc()
         if complete:
@@ -191,10 +191,10 @@ class Messaging:
         return message_id
 
     async def _insert(
-        self, message_id: str, key: str, now: datetime, build: Callable[[str], tuple[Message, Chunk]]
+        self, message_id: str, stored: Chunk, now: datetime, build: Callable[[str], tuple[Message, Chunk]]
     ) -> str:
-        """Store the message build(message_id) describes, whose chunk 1 is already under key; an ID that clashes
-        with a stored one is drawn again. If it cannot be stored, the blob under key is deleted."""
+        """Store the message build(message_id) describes, whose chunk 1 is stored; an ID that clashes with a
+        stored one is drawn again. If it cannot be stored, the chunk's blob (if it has one) is deleted."""
         for _attempt in range(3):
             try:
                 await self._store.create_message(*build(message_id))
@@ -202,9 +202,9 @@ class Messaging:
             except DuplicateMessageId:
                 message_id = new_message_id(now)
             except BaseException:
-                await asyncio.shield(self._blobs.delete(key))
+                await asyncio.shield(self._drop(stored))
                 raise
-        await self._blobs.delete(key)
+        await self._drop(stored)
         raise BrokerError(ErrorCode.INTERNAL)
 
     async def _send_unroutable(
@@ -221,8 +221,7 @@ class Messaging:
         now = self._clock.now()
         spec = failure.code.spec
         message_id = new_message_id(now)
-        key = blob_key(message_id, 1)
-        await self._blobs.put(key, no_bytes())
+        dropped = Chunk.inline(message_id, 1, b"")
 
         def build(message_id: str) -> tuple[Message, Chunk]:
             message = Message(
@@ -239,9 +238,9 @@ class Messaging:
                 status_at=now,
                 events=(Event(Status.ERROR, now, spec.event, spec.code, failure.text),),
             )
-            return message, Chunk(message_id, 1, key, 0)
+            return message, replace(dropped, message_id=message_id)
 
-        message_id = await self._insert(message_id, key, now, build)
+        message_id = await self._insert(message_id, dropped, now, build)
         self._metrics.messages_sent.labels(self._metrics.workflow(request.workflow_id)).inc()
         await self._reports.deliver(
             Party.of(sender),
@@ -277,36 +276,63 @@ class Messaging:
 
         # The whole message may not outgrow its limit either; file_size counts the chunks stored so far.
         limit = min(self._max_request_bytes, self._max_message_bytes - message.file_size)
-        key = blob_key(message_id, number)
-        meter = Meter(body, limit, message_id)
-        size = await self._store_bytes(key, meter)
-        if size == 0:
-            await self._blobs.delete(key)
+        chunk = await self._store_chunk(message_id, number, Meter(body, limit, message_id))
+        if chunk.size == 0:
             raise BrokerError(ErrorCode.DATA_FILE_MISSING, message_id=message_id)
         now = self._clock.now()
         try:
-            chunk = Chunk(message_id, number, key, size, meter.sha256)
             outcome = await self._store.add_chunk(chunk, now, now + self._inbox_expiry)
         except BaseException:
-            await asyncio.shield(self._blobs.delete(key))
+            await asyncio.shield(self._drop(chunk))
             raise
         if outcome in (ChunkOutcome.STORED, ChunkOutcome.COMPLETED):
             if outcome is ChunkOutcome.COMPLETED:
                 self._metrics.messages_delivered.labels(self._metrics.workflow(message.workflow_id)).inc()
             return outcome is ChunkOutcome.COMPLETED
-        await self._blobs.delete(key)
+        await self._drop(chunk)
         if outcome is ChunkOutcome.NOT_FOUND:
             raise BrokerError(ErrorCode.NOT_FOUND, message_id=message_id)
         raise BrokerError(ErrorCode.CHUNK_FINALISED, message_id=message_id)
 
-    async def _store_bytes(self, key: str, meter: Meter) -> int:
-        """Stream a body into the blob store within the node's transfer memory budget."""
+    async def _store_chunk(self, message_id: str, number: int, meter: Meter) -> Chunk:
+        """Store a chunk's body within the node's transfer memory budget: a body of at most
+        MESH_INLINE_CHUNK_BYTES is kept to go in the chunk's row (no blob-store round trip, no blob to clean
+        up); a larger one streams into the blob store, its first bytes included. An empty body is stored inline
+        with size 0, for the caller to refuse."""
         started = time.perf_counter()
         async with self._budget.reserve(self._blobs.transfer_buffer_bytes):
-            size = await self._blobs.put(key, meter)
+            pieces = aiter(meter)
+            head = bytearray()
+            async for piece in pieces:
+                head += piece
+                if len(head) > self._inline_chunk_bytes:
+                    key = blob_key(message_id, number)
+                    size = await self._blobs.put(key, _prefixed(bytes(head), pieces))
+                    chunk = Chunk(message_id, number, key, size, meter.sha256)
+                    where = "blob"
+                    break
+            else:
+                chunk = Chunk.inline(message_id, number, bytes(head), meter.sha256)
+                where = "inline"
         self._metrics.chunk_upload_duration.observe(time.perf_counter() - started)
-        self._metrics.bytes_received.inc(size)
-        return size
+        self._metrics.chunks_stored.labels(where).inc()
+        self._metrics.bytes_received.inc(chunk.size)
+        return chunk
+
+    async def _drop(self, chunk: Chunk) -> None:
+        """Delete the blob of a chunk whose row was not stored; an inline chunk leaves nothing behind."""
+        if chunk.blob_key:
+            await self._blobs.delete(chunk.blob_key)
+
+    def chunk_bytes(self, chunk: Chunk, piece_size: int) -> AsyncIterator[bytes]:
+        """A stored chunk's bytes as stored (not yet checked against its SHA-256): from its row or its blob."""
+        if chunk.data is not None:
+            return _once(chunk.data)
+        return self._blobs.get(chunk.blob_key, piece_size=piece_size)
+
+    def chunk_path(self, chunk: Chunk) -> Path | None:
+        """A local file holding the chunk, for zero-copy sends; None for an inline chunk or a remote store."""
+        return None if chunk.data is not None else self._blobs.local_path(chunk.blob_key)
 
     # Receiving -------------------------------------------------------------------------------------------
     async def download(self, recipient: Mailbox, message_id: str, number: int) -> tuple[Message, Chunk]:
@@ -425,6 +451,17 @@ class Messaging:
         if len(found) > 1:
             raise BrokerError(ErrorCode.MULTIPLE_CHOICES)
         return found[0]
+
+
+async def _prefixed(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The bytes already read, then the rest of the body."""
+    yield head
+    async for piece in rest:
+        yield piece
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def _parse_time(text: str) -> datetime:

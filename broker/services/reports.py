@@ -6,14 +6,13 @@ reports are all built here, so every REPORT has the same shape (mesh-api.md sect
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from broker.blobs.protocol import BlobStore, no_bytes
 from broker.clock import SYSTEM_CLOCK, Clock
 from broker.ids import new_message_id
 from broker.models import CENTRAL_SYSTEM, Chunk, Event, Message, MessageMeta, MessageType, Party, Status
-from broker.services.messaging import blob_key
 from broker.store.protocol import MetadataStore, NonDelivery
 
 #: The live service's NDR wording (mesh-api.md section 7.6), kept whatever MESH_INBOX_EXPIRY is: clients match it.
@@ -21,27 +20,22 @@ NDR_EXPIRED = "Message not collected by recipient after 5 days"
 #: The live variant of code 14 for a recipient mailbox that was deactivated (mesh-api.md section 6.2).
 NDR_DEACTIVATED = "Message was not collected as the mailbox is deactivated"
 NDR_CODE, NDR_EVENT = "14", "SEND"
+#: The SHA-256 of no bytes: a REPORT's body, checked on download like any chunk.
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
 class PreparedReport:
-    """A REPORT whose empty body is stored but whose row is not: store it, or discard it to drop the blob."""
+    """A REPORT built but not stored: its row and its one chunk, an empty body kept inline in the row (a REPORT
+    never touches the blob store, so building one does no I/O and dropping one leaves nothing behind)."""
 
     message: Message
     chunk: Chunk
 
 
 class Reports:
-    def __init__(
-        self,
-        store: MetadataStore,
-        blobs: BlobStore,
-        *,
-        inbox_expiry: timedelta,
-        clock: Clock = SYSTEM_CLOCK,
-    ):
+    def __init__(self, store: MetadataStore, *, inbox_expiry: timedelta, clock: Clock = SYSTEM_CLOCK):
         self._store = store
-        self._blobs = blobs
         self._inbox_expiry = inbox_expiry
         self._clock = clock
 
@@ -56,23 +50,19 @@ class Reports:
         file_name: str = "",
     ) -> str:
         """Place a REPORT with an empty body in the recipient's inbox; returns its message ID."""
-        prepared = await self.prepare(
+        prepared = self.prepare(
             recipient, error, workflow_id=workflow_id, subject=subject, local_id=local_id, file_name=file_name
         )
-        try:
-            await self._store.create_message(prepared.message, prepared.chunk)
-        except BaseException:
-            await self.discard(prepared)
-            raise
+        await self._store.create_message(prepared.message, prepared.chunk)
         return prepared.message.message_id
 
-    async def prepare_non_delivery(self, original: Message, description: str, taken: set[str]) -> NonDelivery:
+    def prepare_non_delivery(self, original: Message, description: str, taken: set[str]) -> NonDelivery:
         """The claim that makes an accepted message undeliverable, with the NDR for its sender (section 7.6):
         code 14, event SEND, LinkedMsgID the original, workflow, subject and local ID copied unchanged.
 
-        Its body is stored, its rows are not: hand it to MetadataStore.mark_undeliverable, and discard the
-        report if the claim is lost. taken holds report IDs already used in this batch (one clock reading
-        can serve hundreds of reports) and gains this one. An expiring REPORT gets the event but no report.
+        Hand it to MetadataStore.mark_undeliverable, which stores the report only if the claim is won. taken
+        holds report IDs already used in this batch (one clock reading can serve hundreds of reports) and gains
+        this one. An expiring REPORT gets the event but no report.
         """
         now = self._clock.now()
         if original.message_type is MessageType.REPORT:
@@ -83,7 +73,7 @@ class Reports:
             report_id = new_message_id(now)
         taken.add(report_id)
         error = Event(Status.UNDELIVERABLE, now, NDR_EVENT, NDR_CODE, description, original.message_id)
-        prepared = await self.prepare(
+        prepared = self.prepare(
             original.sender,
             error,
             workflow_id=original.workflow_id,
@@ -96,7 +86,7 @@ class Reports:
         undeliverable = Event(Status.UNDELIVERABLE, now, NDR_EVENT, NDR_CODE, description, report_id)
         return NonDelivery(original.message_id, undeliverable, prepared.message, prepared.chunk)
 
-    async def prepare(
+    def prepare(
         self,
         recipient: Party,
         error: Event,
@@ -108,15 +98,13 @@ class Reports:
         message_id: str | None = None,
         at: datetime | None = None,
     ) -> PreparedReport:
-        """Store a REPORT's empty body and build its row, without storing the row.
+        """Build a REPORT's row and its empty inline chunk, without storing them.
 
         The report's history is the error event then `accepted`: its own status is accepted, so it is
         listed, downloaded and acknowledged like any message, while tracking and headers show the error.
         """
         now = at or self._clock.now()
         message_id = message_id or new_message_id(now)
-        key = blob_key(message_id, 1)
-        size = await self._blobs.put(key, no_bytes())
         report = Message(
             message_id=message_id,
             message_type=MessageType.REPORT,
@@ -128,15 +116,11 @@ class Reports:
             meta=MessageMeta(subject=subject, local_id=local_id, file_name=file_name),
             status=Status.ACCEPTED,
             created_at=now,
-            file_size=size,
+            file_size=0,
             delivered_at=now,
             expires_at=now + self._inbox_expiry,
             status_at=now,
             linked_message_id=error.linked_message_id,
             events=(error, Event(Status.ACCEPTED, now)),
         )
-        return PreparedReport(report, Chunk(message_id, 1, key, size))
-
-    async def discard(self, prepared: PreparedReport) -> None:
-        """Delete the body of a report whose row was never stored."""
-        await self._blobs.delete(prepared.chunk.blob_key)
+        return PreparedReport(report, Chunk.inline(message_id, 1, b"", EMPTY_SHA256))

@@ -21,7 +21,15 @@ from broker.store.protocol import (
     UndeliverableCandidate,
     WorkflowFilter,
 )
-from broker.store.rows import mailbox_from_row, mailbox_values, message_from_row, message_values, patient_from_row
+from broker.store.rows import (
+    chunk_from_row,
+    chunk_values,
+    mailbox_from_row,
+    mailbox_values,
+    message_from_row,
+    message_values,
+    patient_from_row,
+)
 
 try:
     import asyncpg
@@ -183,7 +191,7 @@ class PostgresStore:
             if message is None:
                 return None, None
             row = await conn.fetchrow(Q["get_chunk"], message_id, number)
-        return message, None if row is None else Chunk(message_id, number, row[0], row[1], row[2])
+        return message, None if row is None else chunk_from_row(message_id, number, row)
 
     async def add_chunk(self, chunk: Chunk, at: datetime, expires_at: datetime) -> ChunkOutcome:
         async with _Translate(), self.pool.acquire() as conn, conn.transaction():
@@ -194,11 +202,9 @@ class PostgresStore:
             if row[0] != Status.UPLOADING.value:
                 return ChunkOutcome.NOT_UPLOADING
             previous = await conn.fetchrow(Q["get_chunk"], chunk.message_id, chunk.number)
-            if previous is not None and previous[0] != chunk.blob_key:
+            if previous is not None and previous[0] and previous[0] != chunk.blob_key:
                 await conn.execute(Q["queue_orphan"], previous[0], at)
-            await conn.execute(
-                Q["upsert_chunk"], chunk.message_id, chunk.number, chunk.blob_key, chunk.size, chunk.sha256
-            )
+            await conn.execute(Q["upsert_chunk"], *chunk_values(chunk))
             stored, size = await conn.fetchrow(Q["chunk_totals"], chunk.message_id)
             if stored < row[1]:
                 await conn.execute(Q["set_file_size"], size, chunk.message_id)
@@ -401,14 +407,7 @@ async def _workflow(conn: asyncpg.Connection, row: Any) -> Workflow:
 
 async def _create_message(conn: asyncpg.Connection, message: Message, first_chunk: Chunk) -> None:
     await conn.execute(Q["insert_message"], *message_values(message, _same))
-    await conn.execute(
-        Q["insert_chunk"],
-        first_chunk.message_id,
-        first_chunk.number,
-        first_chunk.blob_key,
-        first_chunk.size,
-        first_chunk.sha256,
-    )
+    await conn.execute(Q["insert_chunk"], *chunk_values(first_chunk))
     for event in message.events:
         await _insert_event(conn, message.message_id, event)
 

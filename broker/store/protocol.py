@@ -136,7 +136,8 @@ class MetadataStore(Protocol):
 
     # Messages --------------------------------------------------------------------------------------------
     async def create_message(self, message: Message, first_chunk: Chunk) -> None:
-        """Insert a message, its chunk 1 and its events. Raises DuplicateMessageId."""
+        """Insert a message, its chunk 1 (bytes included when the chunk is inline) and its events. Raises
+        DuplicateMessageId."""
 
     async def get_message(self, message_id: str) -> Message | None:
         """The message with its events, or None."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from broker.models import Event, Mailbox, Message, MessageMeta, MessageType, Party, Patient, Status
+from broker.models import Chunk, Event, Mailbox, Message, MessageMeta, MessageType, Party, Patient, Status
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -165,3 +165,13 @@ def message_values(message: Message, from_time: Callable[[datetime], Any]) -> tu
         from_time(message.status_at or message.created_at),
         message.linked_message_id,
     )
+
+
+def chunk_values(chunk: Chunk) -> tuple[Any, ...]:
+    """insert_chunk / upsert_chunk parameters, in column order."""
+    return chunk.message_id, chunk.number, chunk.blob_key, chunk.size, chunk.sha256, chunk.data
+
+
+def chunk_from_row(message_id: str, number: int, row: Any) -> Chunk:
+    """A chunk from get_chunk's (blob_key, size, sha256, data)."""
+    return Chunk(message_id, number, row[0], row[1], row[2], None if row[3] is None else bytes(row[3]))

@@ -29,6 +29,8 @@ from broker.store.protocol import (
     WorkflowFilter,
 )
 from broker.store.rows import (
+    chunk_from_row,
+    chunk_values,
     event_from_row,
     from_micros,
     mailbox_from_row,
@@ -267,7 +269,7 @@ class SqliteStore:
             if message is None:
                 return None, None
             row = conn.execute(Q["get_chunk"], (message_id, number)).fetchone()
-            return message, None if row is None else Chunk(message_id, number, row[0], row[1], row[2])
+            return message, None if row is None else chunk_from_row(message_id, number, row)
 
         return await self._lookup(get)
 
@@ -524,10 +526,7 @@ def _queue_and_drop_chunks(conn: sqlite3.Connection, message_ids: list[str], sin
 
 def _create_message(conn: sqlite3.Connection, message: Message, first_chunk: Chunk) -> None:
     conn.execute(Q["insert_message"], message_values(message, to_micros))
-    conn.execute(
-        Q["insert_chunk"],
-        (first_chunk.message_id, first_chunk.number, first_chunk.blob_key, first_chunk.size, first_chunk.sha256),
-    )
+    conn.execute(Q["insert_chunk"], chunk_values(first_chunk))
     for event in message.events:
         _insert_event(conn, message.message_id, event)
 
@@ -548,9 +547,9 @@ def _add_chunk(conn: sqlite3.Connection, chunk: Chunk, at: int, expires_at: int)
     if status != Status.UPLOADING.value:
         return ChunkOutcome.NOT_UPLOADING
     previous = conn.execute(Q["get_chunk"], (chunk.message_id, chunk.number)).fetchone()
-    if previous is not None and previous[0] != chunk.blob_key:
+    if previous is not None and previous[0] and previous[0] != chunk.blob_key:
         conn.execute(Q["queue_orphan"], (previous[0], at))
-    conn.execute(Q["upsert_chunk"], (chunk.message_id, chunk.number, chunk.blob_key, chunk.size, chunk.sha256))
+    conn.execute(Q["upsert_chunk"], chunk_values(chunk))
     stored, size = conn.execute(Q["chunk_totals"], (chunk.message_id,)).fetchone()
     if stored < total:
         conn.execute(Q["set_file_size"], (size, chunk.message_id))

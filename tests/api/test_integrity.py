@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import aiohttp
@@ -41,9 +42,25 @@ async def test_corrupted_chunk_aborts_the_download(aiohttp_client: AiohttpClient
 
 async def test_missing_blob_aborts_the_download(aiohttp_client: AiohttpClient, settings: Settings) -> None:
     client = await aiohttp_client(create_app(settings))
-    message_id = await Mesh(client, "X26ABC1").send_ok(MB2, b"soon gone")
-    for path in blob_files(settings, message_id):
+    message_id = await Mesh(client, "X26ABC1").send_ok(MB2, b"soon gone" * 10_000)  # past the inline limit
+    paths = blob_files(settings, message_id)
+    assert paths
+    for path in paths:
         path.unlink()
+    recipient = Mesh(client, MB2)
+    response = await client.get(f"{recipient.base}/inbox/{message_id}", headers=recipient.headers())
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
+
+
+async def test_damaged_inline_chunk_aborts_the_download(aiohttp_client: AiohttpClient, settings: Settings) -> None:
+    """A small chunk lives in its row, and is checked against its SHA-256 on the way out all the same."""
+    client = await aiohttp_client(create_app(settings))
+    message_id = await Mesh(client, "X26ABC1").send_ok(MB2, b"small and inline")
+    assert blob_files(settings, message_id) == []
+    with sqlite3.connect(settings.database_path) as db:
+        db.execute("UPDATE message_chunks SET data = ? WHERE message_id = ?", (b"small and INLINE", message_id))
+
     recipient = Mesh(client, MB2)
     response = await client.get(f"{recipient.base}/inbox/{message_id}", headers=recipient.headers())
     with pytest.raises(aiohttp.ClientPayloadError):

@@ -45,8 +45,13 @@ def clock() -> ManualClock:
     return ManualClock(datetime.now(UTC))
 
 
+#: Bodies of at most 4 bytes stay in their rows, longer ones go to the blob store: the tests below cover both.
+INLINE_LIMIT = 4
+
+
 @pytest.fixture(params=BACKENDS)
 async def app(request: pytest.FixtureRequest, settings: Settings, clock: ManualClock) -> web.Application:
+    settings = settings.with_(inline_chunk_bytes=INLINE_LIMIT)
     if request.param == "postgres+s3":
         settings = await production_settings(settings, request)
     return create_app(settings, clock=clock)
@@ -209,8 +214,10 @@ async def test_an_abandoned_upload_fails_and_its_chunks_are_deleted(
     app: web.Application, mb1: Mesh, mb2: Mesh, clock: ManualClock
 ) -> None:
     message_id = await start_chunked(mb1, MB2, b"part one", 3)
-    assert (await send_chunk(mb1, message_id, 2, 3, b"part two")).status == 202
+    assert (await send_chunk(mb1, message_id, 2, 3, b"two")).status == 202  # inline
     keys = await chunk_keys(app, message_id, 2)
+    assert keys[0] and not keys[1]
+    keys = keys[:1]
 
     clock.advance(timedelta(hours=24) - SECOND)
     await housekeeping(app)
@@ -230,9 +237,12 @@ async def test_an_abandoned_upload_fails_and_its_chunks_are_deleted(
 async def test_retention_deletes_rows_and_blobs(app: web.Application, mb1: Mesh, mb2: Mesh, clock: ManualClock) -> None:
     collected = await mb1.send_ok(MB2, b"collected")
     assert (await ack(mb2, collected)).status == 200
+    inline = await mb1.send_ok(MB2, b"tiny")
+    assert (await ack(mb2, inline)).status == 200
     uncollected = await send_original(mb1)
     keys = await chunk_keys(app, collected, 1) + await chunk_keys(app, uncollected, 1)
     assert all([await blob_exists(app, key) for key in keys])
+    assert await chunk_keys(app, inline, 1) == [""]
 
     clock.advance(timedelta(days=30) - SECOND)
     await housekeeping(app)
@@ -241,20 +251,20 @@ async def test_retention_deletes_rows_and_blobs(app: web.Application, mb1: Mesh,
 
     clock.advance(2 * SECOND)
     await housekeeping(app)
-    for message_id in (collected, uncollected):
+    for message_id in (collected, inline, uncollected):
         assert await app[STORE].get_message(message_id) is None
         assert (await track(mb1, message_id)).status == 404
     for key in keys:
         assert not await blob_exists(app, key)
     # The report is younger than the retention period, so it stays.
     assert await inbox_ids(mb1) == [report_id]
-    assert metric(app, "mesh_messages_purged_total") == 2
+    assert metric(app, "mesh_messages_purged_total") == 3
 
 
 async def test_leftover_blobs_are_deleted_after_the_grace_period(
     app: web.Application, mb1: Mesh, clock: ManualClock
 ) -> None:
-    message_id = await mb1.send_ok(MB2, b"kept")
+    message_id = await mb1.send_ok(MB2, b"kept bytes")
     (kept,) = await chunk_keys(app, message_id, 1)
     leftover = "20250101/20250101000000000000_ABCDEF/1.dead"
     await app[BLOBS].put(leftover, _one(b"bytes whose row never came"))

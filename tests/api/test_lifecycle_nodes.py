@@ -50,7 +50,8 @@ async def all_blob_keys(app: web.Application) -> set[str]:
 async def test_two_nodes_send_exactly_one_report_per_expired_message(
     request: pytest.FixtureRequest, settings: Settings, aiohttp_client: AiohttpClient, rounds: int
 ) -> None:
-    shared = await production_settings(settings, request)
+    # The originals go to the blob store, so the check below can tell their blobs from anything else.
+    shared = await production_settings(settings.with_(inline_chunk_bytes=0), request)
     clock = ManualClock(datetime.now(UTC))
     apps = [create_app(shared, clock=clock) for _ in range(2)]
     clients = [await aiohttp_client(app) for app in apps]
@@ -87,10 +88,14 @@ async def test_two_nodes_send_exactly_one_report_per_expired_message(
     ]
     assert sum(expired) == MESSAGES
 
-    # Every stored blob is a chunk of a stored message: the reports a node lost were deleted.
+    # The stored blobs are exactly the originals' chunks: a report is only rows (its empty body inline in its
+    # chunk row), so the claims a node lost left nothing behind in the blob store.
     chunk_keys = set()
-    for message_id in originals | set(reports):
+    for message_id in originals:
         _, chunk = await apps[0][STORE].get_message_and_chunk(message_id, 1)
-        assert chunk is not None
+        assert chunk is not None and chunk.blob_key
         chunk_keys.add(chunk.blob_key)
+    for message_id in reports:
+        _, chunk = await apps[0][STORE].get_message_and_chunk(message_id, 1)
+        assert chunk is not None and (chunk.blob_key, chunk.data) == ("", b"")
     assert await all_blob_keys(apps[0]) == chunk_keys

@@ -68,15 +68,18 @@ async def test_raw_paths_never_become_labels(client: TestClient, mb2: Mesh) -> N
 
 
 async def test_blob_operations_inbox_depth_are_exported(client: TestClient, mb1: Mesh) -> None:
-    await mb1.send_ok(MB2, b"waiting")
+    await mb1.send_ok(MB2, b"small, kept inline")
+    await mb1.send_ok(MB2, b"x" * (Settings().inline_chunk_bytes + 1))
     app = client.app
     assert app is not None
     await app[HOUSEKEEPING].sample(app[METRICS])
 
     found = await samples(client)
-    assert value(found, "mesh_inbox_messages") == 1
+    assert value(found, "mesh_inbox_messages") == 2
     puts = [v for (name, labels), v in found.items() if name == "mesh_blob_operation_duration_seconds_count"]
-    assert puts and sum(puts) >= 1
+    assert sum(puts) == 1  # only the large one went to the blob store
+    assert value(found, "mesh_chunks_stored_total", store="inline") == 1
+    assert value(found, "mesh_chunks_stored_total", store="blob") == 1
 
 
 async def test_workflow_labels_beyond_the_configured_number_fold_into_other(

@@ -64,7 +64,7 @@ def housekeeping(store: Any, blobs: Any, metrics: Metrics) -> Housekeeping:
     return Housekeeping(
         store,
         blobs,
-        Reports(store, blobs, inbox_expiry=timedelta(days=5), clock=clock),
+        Reports(store, inbox_expiry=timedelta(days=5), clock=clock),
         metrics=metrics,
         retention=timedelta(days=30),
         upload_timeout=timedelta(hours=24),

@@ -68,7 +68,7 @@ INSERT INTO messages (
 VALUES ($1, $2, $3, $4::jsonb, $5, $6::jsonb, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15, $16, $17, $18, $19);
 
 -- name: insert_chunk
-INSERT INTO message_chunks (message_id, chunk_number, blob_key, size, sha256) VALUES ($1, $2, $3, $4, $5);
+INSERT INTO message_chunks (message_id, chunk_number, blob_key, size, sha256, data) VALUES ($1, $2, $3, $4, $5, $6);
 
 -- name: insert_event
 INSERT INTO message_events (message_id, seq, status, at, event, code, description, linked_message_id)
@@ -85,15 +85,15 @@ SELECT status, at, event, code, description, linked_message_id
 FROM message_events WHERE message_id = $1 ORDER BY seq;
 
 -- name: get_chunk
-SELECT blob_key, size, sha256 FROM message_chunks WHERE message_id = $1 AND chunk_number = $2;
+SELECT blob_key, size, sha256, data FROM message_chunks WHERE message_id = $1 AND chunk_number = $2;
 
 -- name: lock_message
 SELECT status, total_chunks FROM messages WHERE message_id = $1 FOR UPDATE;
 
 -- name: upsert_chunk
-INSERT INTO message_chunks (message_id, chunk_number, blob_key, size, sha256) VALUES ($1, $2, $3, $4, $5)
+INSERT INTO message_chunks (message_id, chunk_number, blob_key, size, sha256, data) VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (message_id, chunk_number) DO UPDATE SET
-    blob_key = excluded.blob_key, size = excluded.size, sha256 = excluded.sha256;
+    blob_key = excluded.blob_key, size = excluded.size, sha256 = excluded.sha256, data = excluded.data;
 
 -- name: chunk_totals
 SELECT count(*), coalesce(sum(size), 0)::bigint FROM message_chunks WHERE message_id = $1;
@@ -131,14 +131,15 @@ SELECT message_id FROM messages WHERE sender = $1 AND local_id = $2 ORDER BY cre
 -- name: queue_mailbox_orphans
 INSERT INTO orphan_blobs (blob_key, since)
 SELECT c.blob_key, $1 FROM message_chunks c JOIN messages m ON m.message_id = c.message_id
-WHERE m.recipient = $2 OR m.sender = $2
+WHERE (m.recipient = $2 OR m.sender = $2) AND c.blob_key <> ''
 ON CONFLICT DO NOTHING;
 
 -- name: delete_mailbox_messages
 DELETE FROM messages WHERE recipient = $1 OR sender = $1;
 
 -- name: queue_all_orphans
-INSERT INTO orphan_blobs (blob_key, since) SELECT blob_key, $1 FROM message_chunks ON CONFLICT DO NOTHING;
+INSERT INTO orphan_blobs (blob_key, since) SELECT blob_key, $1 FROM message_chunks WHERE blob_key <> ''
+ON CONFLICT DO NOTHING;
 
 -- name: delete_all_messages
 DELETE FROM messages;
@@ -183,7 +184,7 @@ FOR UPDATE SKIP LOCKED;
 
 -- name: queue_message_orphans
 INSERT INTO orphan_blobs (blob_key, since)
-SELECT blob_key, $1 FROM message_chunks WHERE message_id = ANY($2::text[])
+SELECT blob_key, $1 FROM message_chunks WHERE message_id = ANY($2::text[]) AND blob_key <> ''
 ON CONFLICT DO NOTHING;
 
 -- name: delete_message_chunks

@@ -68,7 +68,7 @@ INSERT INTO messages (
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: insert_chunk
-INSERT INTO message_chunks (message_id, chunk_number, blob_key, size, sha256) VALUES (?, ?, ?, ?, ?);
+INSERT INTO message_chunks (message_id, chunk_number, blob_key, size, sha256, data) VALUES (?, ?, ?, ?, ?, ?);
 
 -- name: insert_event
 INSERT INTO message_events (message_id, seq, status, at, event, code, description, linked_message_id)
@@ -85,15 +85,15 @@ SELECT status, at, event, code, description, linked_message_id
 FROM message_events WHERE message_id = ? ORDER BY seq;
 
 -- name: get_chunk
-SELECT blob_key, size, sha256 FROM message_chunks WHERE message_id = ? AND chunk_number = ?;
+SELECT blob_key, size, sha256, data FROM message_chunks WHERE message_id = ? AND chunk_number = ?;
 
 -- name: message_status
 SELECT status, total_chunks FROM messages WHERE message_id = ?;
 
 -- name: upsert_chunk
-INSERT INTO message_chunks (message_id, chunk_number, blob_key, size, sha256) VALUES (?, ?, ?, ?, ?)
+INSERT INTO message_chunks (message_id, chunk_number, blob_key, size, sha256, data) VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (message_id, chunk_number) DO UPDATE SET
-    blob_key = excluded.blob_key, size = excluded.size, sha256 = excluded.sha256;
+    blob_key = excluded.blob_key, size = excluded.size, sha256 = excluded.sha256, data = excluded.data;
 
 -- name: chunk_totals
 SELECT count(*), coalesce(sum(size), 0) FROM message_chunks WHERE message_id = ?;
@@ -131,13 +131,13 @@ SELECT message_id FROM messages WHERE sender = ? AND local_id = ? ORDER BY creat
 -- name: queue_mailbox_orphans
 INSERT OR IGNORE INTO orphan_blobs (blob_key, since)
 SELECT c.blob_key, ? FROM message_chunks c JOIN messages m ON m.message_id = c.message_id
-WHERE m.recipient = ? OR m.sender = ?;
+WHERE (m.recipient = ? OR m.sender = ?) AND c.blob_key <> '';
 
 -- name: delete_mailbox_messages
 DELETE FROM messages WHERE recipient = ? OR sender = ?;
 
 -- name: queue_all_orphans
-INSERT OR IGNORE INTO orphan_blobs (blob_key, since) SELECT blob_key, ? FROM message_chunks;
+INSERT OR IGNORE INTO orphan_blobs (blob_key, since) SELECT blob_key, ? FROM message_chunks WHERE blob_key <> '';
 
 -- name: delete_all_messages
 DELETE FROM messages;
@@ -179,7 +179,7 @@ SELECT message_id FROM messages WHERE status = 'uploading' AND created_at < ? OR
 
 -- name: queue_message_orphans
 INSERT OR IGNORE INTO orphan_blobs (blob_key, since)
-SELECT blob_key, ? FROM message_chunks WHERE message_id IN (SELECT value FROM json_each(?));
+SELECT blob_key, ? FROM message_chunks WHERE message_id IN (SELECT value FROM json_each(?)) AND blob_key <> '';
 
 -- name: delete_message_chunks
 DELETE FROM message_chunks WHERE message_id IN (SELECT value FROM json_each(?));

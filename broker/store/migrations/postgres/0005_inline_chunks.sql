@@ -1,0 +1,3 @@
+-- Small chunks kept in their row (MESH_INLINE_CHUNK_BYTES): their bytes, with blob_key '' (no blob).
+-- A small message then costs one metadata write and no blob-store round trip.
+ALTER TABLE message_chunks ADD COLUMN data bytea;
