@@ -7,8 +7,9 @@ Three kinds of user, weighted 5 : 5 : 1 by default:
 * MeshTracker: tracks a message its mailbox sent (GET /outbox/tracking?messageID=...).
 
 Each user holds one uuid nonce and an increasing nonce_count, so every request carries a fresh token. Users are
-spread over the mailboxes given (round robin), and senders address a random mailbox of the same list. Receivers
-that share an inbox in one Locust process claim message IDs so they do not download the same message twice.
+spread over the mailboxes given (round robin, and across --processes workers without overlap), and senders
+address a random mailbox of the same list. Receivers that share an inbox in one Locust process claim message IDs
+so they do not download the same message twice.
 
 Configuration: Locust custom arguments, each defaulting to an environment variable:
 
@@ -62,6 +63,13 @@ def _arguments(parser: Any) -> None:
     parser.add_argument("--think-time", type=float, default=float(env("MESH_LOAD_THINK", "0.5")))
 
 
+def _worker_count(options: Any) -> int:
+    processes = getattr(options, "processes", None) or 1
+    if processes == -1:  # Locust's "one per core"
+        return os.cpu_count() or 1
+    return max(processes, 1)
+
+
 class MeshUser(FastHttpUser):
     abstract = True
 
@@ -73,7 +81,12 @@ class MeshUser(FastHttpUser):
         self.cfg = options
         self.mailboxes = [m.strip() for m in options.mesh_mailboxes.split(",") if m.strip()]
         counter = _counters.setdefault(type(self).__name__, itertools.count())
-        self.mailbox = self.mailboxes[next(counter) % len(self.mailboxes)]
+        # With --processes, worker k of n takes mailboxes k, k + n, k + 2n, ...: receivers in different processes
+        # never share an inbox (they could not see each other's claims, and would download and acknowledge the
+        # same message twice).
+        workers = _worker_count(options)
+        index = max(getattr(self.environment.runner, "worker_index", 0), 0)
+        self.mailbox = self.mailboxes[(index + workers * next(counter)) % len(self.mailboxes)]
         self.key = options.mesh_shared_key.encode()
         self.nonce = str(uuid.uuid4())
         self.nonce_count = itertools.count()
