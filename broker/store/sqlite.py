@@ -47,6 +47,11 @@ T = TypeVar("T")
 CACHE_KIB = 64 * 1024
 MMAP_BYTES = 1024 * 1024 * 1024
 Q = queries.load("sqlite.sql")
+#: The replay cache's own file, beside the main one (see SqliteStore.use_token).
+TOKENS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS auth_tokens (token_key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS auth_tokens_expiry ON auth_tokens (expires_at)",
+)
 
 
 class SqliteStore:
@@ -55,6 +60,10 @@ class SqliteStore:
     Message state changes commit with synchronous=FULL (durable before the client hears 202); token and
     handshake bookkeeping commits with synchronous=NORMAL, which WAL keeps consistent and crash-safe. Concurrent
     writes share one commit (sqlite_writer.GroupCommitWriter).
+
+    The replay cache (one write per request) lives in a file of its own, `<name>-tokens.sqlite3`, with its own
+    writer thread: SQLite has one write lock per file, so in the main file every request's token check waited
+    for whatever message commit (and fsync) was under way.
     """
 
     def __init__(self, path: Path, *, readers: int = 2, busy_timeout_ms: int = 10_000):
@@ -65,6 +74,9 @@ class SqliteStore:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._writer: GroupCommitWriter | None = None
+        self._tokens_path = path.with_name(f"{path.stem}-tokens{path.suffix}")
+        self._tokens: GroupCommitWriter | None = None
+        self._tokens_checkpointer: Checkpointer | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._checkpointer: Checkpointer | None = None
         #: The event loop's own read connection, for point lookups (see _lookup).
@@ -78,15 +90,21 @@ class SqliteStore:
         self._writer = writer
         self._checkpointer = Checkpointer(self._new_connection)
         self._checkpointer.start()
+        # Before the migrations: the tokens writer adopts tokens the main file held before 0006 dropped them.
+        tokens = GroupCommitWriter(self._tokens_writer_connection, _translate, name="sqlite-tokens")
+        await asyncio.get_running_loop().run_in_executor(None, tokens.start)
+        self._tokens = tokens
+        self._tokens_checkpointer = Checkpointer(self._tokens_connection)
+        self._tokens_checkpointer.start()
         self._reader = ThreadPoolExecutor(self._readers, "sqlite-reader", initializer=self._connect_reader)
         await self._write(self._migrate)
         self._inline = self._new_connection()
 
     async def close(self) -> None:
-        if self._writer is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._writer.stop)
-        if self._checkpointer is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.stop)
+        loop = asyncio.get_running_loop()
+        for stoppable in (self._writer, self._checkpointer, self._tokens, self._tokens_checkpointer):
+            if stoppable is not None:
+                await loop.run_in_executor(None, stoppable.stop)
         if self._reader is not None:
             self._reader.shutdown(wait=True)
         with self._lock:
@@ -94,6 +112,7 @@ class SqliteStore:
                 conn.close()
             self._connections.clear()
         self._writer = self._reader = self._checkpointer = self._inline = None
+        self._tokens = self._tokens_checkpointer = None
 
     def _connect_reader(self) -> None:
         self._local.conn = self._new_connection()
@@ -103,13 +122,39 @@ class SqliteStore:
         conn.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer thread does it, off the commit path
         return conn
 
+    def _tokens_writer_connection(self) -> sqlite3.Connection:
+        conn = self._tokens_connection()
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        for statement in TOKENS_SCHEMA:
+            conn.execute(statement)
+        self._adopt_legacy_tokens(conn)
+        return conn
+
+    def _tokens_connection(self) -> sqlite3.Connection:
+        conn = self._connect(self._tokens_path)
+        conn.execute("PRAGMA synchronous=NORMAL")  # bookkeeping: WAL keeps it consistent without an fsync
+        return conn
+
+    def _adopt_legacy_tokens(self, conn: sqlite3.Connection) -> None:
+        """Copy the unexpired tokens a main file from before migration 0006 still holds: a used token stays valid
+        for hours, so an upgrade must not forget it. Once 0006 has dropped the old table there is nothing to do."""
+        if not self._path.exists():
+            return
+        main = sqlite3.connect(self._path, timeout=self._busy_timeout_ms / 1000)
+        try:
+            has_table = main.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'auth_tokens'"
+            ).fetchone()
+            rows = main.execute("SELECT token_key, expires_at FROM auth_tokens").fetchall() if has_table else []
+        finally:
+            main.close()
+        if rows:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT OR IGNORE INTO auth_tokens (token_key, expires_at) VALUES (?, ?)", rows)
+            conn.execute("COMMIT")
+
     def _new_connection(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self._path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout_ms / 1000
-        )
-        self._enable_wal(conn)
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+        conn = self._connect(self._path)
         conn.execute("PRAGMA synchronous=FULL")
         # SQLite's default page cache is 2 MB per connection; once the indexes outgrow it (a million messages
         # is a few hundred MB) every insert and lookup re-reads index pages through system calls. A larger
@@ -118,6 +163,15 @@ class SqliteStore:
         conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
         # Workflow filters match case-sensitively, as workflow IDs are compared everywhere else.
         conn.execute("PRAGMA case_sensitive_like=ON")
+        return conn
+
+    def _connect(self, path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout_ms / 1000
+        )
+        self._enable_wal(conn)
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
         with self._lock:
             self._connections.append(conn)
         return conn
@@ -249,12 +303,16 @@ class SqliteStore:
 
     # Auth ------------------------------------------------------------------------------------------------
     async def use_token(self, token_key: str, expires_at: datetime) -> bool:
-        return await self._write(_use_token, token_key, to_micros(expires_at), durable=False)
+        return await self._token_write(_use_token, token_key, to_micros(expires_at))
 
     async def purge_tokens(self, now: datetime) -> int:
-        return await self._write(
-            lambda conn: conn.execute(Q["purge_tokens"], (to_micros(now),)).rowcount, durable=False
-        )
+        return await self._token_write(lambda conn: conn.execute(Q["purge_tokens"], (to_micros(now),)).rowcount)
+
+    async def _token_write(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._tokens is None:
+            raise StoreError("the SQLite store is not open")
+        result: T = await self._tokens.run(fn, args, False)
+        return result
 
     # Messages --------------------------------------------------------------------------------------------
     async def create_message(self, message: Message, first_chunk: Chunk) -> None:

@@ -10,7 +10,8 @@ import pytest
 
 from broker.store import queries
 from broker.store.protocol import DuplicateMessageId
-from broker.store.sqlite import SqliteStore
+from broker.store.rows import mailbox_values, to_micros
+from broker.store.sqlite import Q, SqliteStore
 from tests.contract.factories import T0, accepted, chunk, deliver, mailbox, message_id
 
 
@@ -102,20 +103,21 @@ async def test_a_write_raising_in_python_is_rolled_back_alone(tmp_path: Path) ->
     await store.open()
 
     def half_then_fail(conn: sqlite3.Connection) -> None:
-        conn.execute("INSERT INTO auth_tokens VALUES ('half-written', 0)")
+        conn.execute(Q["put_mailbox"], mailbox_values(mailbox("HALF")))
         raise LookupError("boom")
 
     try:
         outcomes = await asyncio.gather(
-            store.use_token("before", T0),
+            store.put_mailbox(mailbox("BEFORE")),
             store._write(half_then_fail),
-            store.use_token("after", T0),
+            store.put_mailbox(mailbox("AFTER")),
             return_exceptions=True,
         )
-        assert outcomes[0] is True and outcomes[2] is True
+        assert outcomes[0] is None and outcomes[2] is None
         assert isinstance(outcomes[1], LookupError)
-        assert await store.use_token("half-written", T0) is True  # the failed write left nothing behind
-        assert await store.use_token("before", T0) is False
+        assert await store.get_mailbox("HALF") is None  # the failed write left nothing behind
+        assert await store.get_mailbox("BEFORE") == mailbox("BEFORE")
+        assert await store.get_mailbox("AFTER") == mailbox("AFTER")
     finally:
         await store.close()
 
@@ -148,3 +150,34 @@ def _rows_in_database_file(path: Path) -> int:
         return 0
     finally:
         conn.close()
+
+
+async def test_tokens_live_in_their_own_file_and_survive_the_move(tmp_path: Path) -> None:
+    """The replay cache has its own file (its writes never wait for a message commit). A store from before the
+    move kept tokens in the main file: opening it copies them over, so a token used before an upgrade is still
+    a replay after it, and migration 0006 then drops the old table."""
+    path = tmp_path / "mesh.sqlite3"
+    store = SqliteStore(path)
+    await store.open()
+    await store.close()
+    (tmp_path / "mesh-tokens.sqlite3").unlink()
+    with sqlite3.connect(path) as conn:  # back to the state before 0006: tokens in the main file
+        conn.execute("CREATE TABLE auth_tokens (token_key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL)")
+        conn.execute("INSERT INTO auth_tokens VALUES ('MB1:old:1', ?)", (to_micros(T0),))
+        conn.execute("DELETE FROM schema_migrations WHERE name LIKE '%tokens_file%'")
+    conn.close()
+
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert await store.use_token("MB1:old:1", T0) is False
+        assert await store.use_token("MB1:new:1", T0) is True
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'auth_tokens'").fetchone()[0] == 0
+    conn.close()
+    with sqlite3.connect(tmp_path / "mesh-tokens.sqlite3") as conn:
+        keys = {row[0] for row in conn.execute("SELECT token_key FROM auth_tokens")}
+    conn.close()
+    assert keys == {"MB1:old:1", "MB1:new:1"}
