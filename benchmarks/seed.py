@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import random
 import sqlite3
 import time
@@ -20,12 +21,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from broker.ids import new_message_id
-from broker.models import Event, Message, MessageMeta, MessageType, Party, Status
+from broker.models import Chunk, Event, Message, MessageMeta, MessageType, Party, Status
 from broker.store import queries
-from broker.store.rows import message_values, to_micros
+from broker.store.rows import chunk_values, message_values, to_micros
 from broker.store.sqlite import SqliteStore
 
 BATCH = 20_000
+
+
+#: Every seeded message carries the same 1 KiB body (its content does not matter, its size does).
+PAYLOAD = bytes(range(256)) * 4
+PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
 
 
 def acknowledged(sender: str, recipient: str, at: datetime, workflow_id: str) -> tuple[Message, list[Event]]:
@@ -76,9 +82,8 @@ def seed(data_dir: Path, count: int, mailboxes: list[str], workflow_id: str = "L
                 at = now - timedelta(seconds=rng.uniform(3600, 4 * 86_400))
                 message, history = acknowledged(rng.choice(mailboxes), rng.choice(mailboxes), at, workflow_id)
                 rows.append(message_values(message, to_micros))
-                chunks.append(
-                    (message.message_id, 1, f"{message.message_id[:8]}/{message.message_id}.1.seed", 1024, "")
-                )
+                # 1 KiB, kept in the chunk row as the broker keeps it (MESH_INLINE_CHUNK_BYTES).
+                chunks.append(chunk_values(Chunk.inline(message.message_id, 1, PAYLOAD, PAYLOAD_SHA256)))
                 for event in history:
                     events.append(
                         (
