@@ -46,6 +46,7 @@ T = TypeVar("T")
 #: Page cache per connection (KiB) and memory-mapped window; see _new_connection.
 CACHE_KIB = 64 * 1024
 MMAP_BYTES = 1024 * 1024 * 1024
+WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 Q = queries.load("sqlite.sql")
 #: The replay cache's own file, beside the main one (see SqliteStore.use_token).
 TOKENS_SCHEMA = (
@@ -172,6 +173,9 @@ class SqliteStore:
         self._enable_wal(conn)
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+        # When the log starts over (see Checkpointer), the WAL file is cut back to this size, so a burst of
+        # writes does not leave a large file behind.
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
         with self._lock:
             self._connections.append(conn)
         return conn
