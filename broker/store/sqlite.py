@@ -137,8 +137,9 @@ class SqliteStore:
         return conn
 
     def _adopt_legacy_tokens(self, conn: sqlite3.Connection) -> None:
-        """Copy the unexpired tokens a main file from before migration 0006 still holds: a used token stays valid
-        for hours, so an upgrade must not forget it. Once 0006 has dropped the old table there is nothing to do."""
+        """Copy the tokens a main file from before migration 0006 still holds (housekeeping purges the expired
+        ones as usual): a used token stays valid for hours, so an upgrade must not forget it. Once 0006 has
+        dropped the old table there is nothing to do."""
         if not self._path.exists():
             return
         main = sqlite3.connect(self._path, timeout=self._busy_timeout_ms / 1000)
