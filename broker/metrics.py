@@ -153,6 +153,12 @@ class Metrics:
         self.inbox_messages = Gauge(
             "mesh_inbox_messages", "Messages waiting in inboxes (accepted, not acknowledged), sampled.", registry=r
         )
+        self.store_bytes = Gauge(
+            "mesh_store_bytes",
+            "Bytes the metadata store occupies, by part (database; SQLite also wal, tokens, tokens_wal), sampled.",
+            ("part",),
+            registry=r,
+        )
         self.db_pool_size = Gauge("mesh_db_pool_connections", "Database pool connections open.", registry=r)
         self.db_pool_in_use = Gauge("mesh_db_pool_connections_in_use", "Database pool connections busy.", registry=r)
         Info("mesh_build", "The running broker's version.", registry=r).info({"version": _version()})

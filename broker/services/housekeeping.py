@@ -185,8 +185,10 @@ class Housekeeping:
         return deleted
 
     async def sample(self, metrics: Metrics) -> None:
-        """Refresh the gauges that come from the store: inbox depth and database pool use."""
+        """Refresh the gauges that come from the store: inbox depth, storage size and database pool use."""
         metrics.inbox_messages.set(await self._store.count_accepted())
+        for part, size in (await self._store.storage_bytes()).items():
+            metrics.store_bytes.labels(part).set(size)
         usage = self._store.pool_usage()
         if usage is not None:
             metrics.db_pool_size.set(usage[0])

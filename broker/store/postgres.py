@@ -272,6 +272,10 @@ class PostgresStore:
         size = self._pool.get_size()
         return size, size - self._pool.get_idle_size()
 
+    async def storage_bytes(self) -> dict[str, int]:
+        async with _Translate():
+            return {"database": int(await self.pool.fetchval("SELECT pg_database_size(current_database())"))}
+
     async def find_by_local_id(self, sender: str, local_id: str, limit: int = 2) -> list[Message]:
         async with _Translate(), self.pool.acquire() as conn:
             ids = [r[0] for r in await conn.fetch(Q["find_by_local_id"], sender, local_id, limit)]

@@ -178,6 +178,10 @@ class MetadataStore(Protocol):
     def pool_usage(self) -> tuple[int, int] | None:
         """(open, busy) connections of a pooled store; None for stores without a pool."""
 
+    async def storage_bytes(self) -> dict[str, int]:
+        """Bytes the store occupies, by part: "database" always; the embedded store adds "wal" (its write-ahead
+        log, which a stuck checkpoint would let grow), "tokens" and "tokens_wal" (the replay cache's file)."""
+
     async def find_by_local_id(self, sender: str, local_id: str, limit: int = 2) -> list[Message]:
         """The sender's messages with this local ID, newest first."""
 

@@ -397,6 +397,15 @@ class SqliteStore:
     def pool_usage(self) -> tuple[int, int] | None:
         return None
 
+    async def storage_bytes(self) -> dict[str, int]:
+        files = {
+            "database": self._path,
+            "wal": self._path.with_name(self._path.name + "-wal"),
+            "tokens": self._tokens_path,
+            "tokens_wal": self._tokens_path.with_name(self._tokens_path.name + "-wal"),
+        }
+        return await asyncio.get_running_loop().run_in_executor(None, _file_sizes, files)
+
     async def find_by_local_id(self, sender: str, local_id: str, limit: int = 2) -> list[Message]:
         def find(conn: sqlite3.Connection) -> list[Message]:
             ids = [r[0] for r in conn.execute(Q["find_by_local_id"], (sender, local_id, limit))]
@@ -632,3 +641,14 @@ def _filter_sql(workflow_filter: WorkflowFilter) -> tuple[str, str]:
     return f"AND workflow_id {'NOT LIKE' if workflow_filter.negate else 'LIKE'} ? ESCAPE '\\'", like_pattern(
         workflow_filter
     )
+
+
+def _file_sizes(files: dict[str, Path]) -> dict[str, int]:
+    """Each file's size; 0 for one that is not there (a WAL exists only while connections are open)."""
+    sizes = {}
+    for part, path in files.items():
+        try:
+            sizes[part] = path.stat().st_size
+        except FileNotFoundError:
+            sizes[part] = 0
+    return sizes

@@ -80,6 +80,7 @@ async def test_blob_operations_inbox_depth_are_exported(client: TestClient, mb1:
     assert sum(puts) == 1  # only the large one went to the blob store
     assert value(found, "mesh_chunks_stored_total", store="inline") == 1
     assert value(found, "mesh_chunks_stored_total", store="blob") == 1
+    assert value(found, "mesh_store_bytes", part="database") > 0
 
 
 async def test_workflow_labels_beyond_the_configured_number_fold_into_other(

@@ -601,3 +601,14 @@ async def test_count_accepted_spans_every_inbox(store: MetadataStore) -> None:
 async def test_pool_usage_is_open_and_busy_connections_or_none(store: MetadataStore) -> None:
     usage = store.pool_usage()
     assert usage is None or (usage[0] >= 1 and 0 <= usage[1] <= usage[0])
+
+
+async def test_storage_bytes_reports_the_database_and_grows_with_it(store: MetadataStore) -> None:
+    before = await store.storage_bytes()
+    assert before["database"] > 0
+    for n in range(200):
+        await deliver(store, message_id(n))
+    after = await store.storage_bytes()
+    # SQLite's new pages land in its WAL first; PostgreSQL's in the database.
+    assert sum(after.values()) > sum(before.values())
+    assert all(size >= 0 for size in after.values())
