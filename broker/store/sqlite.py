@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from broker.models import Chunk, Event, Mailbox, Message, Patient, Status, Workflow
 from broker.store import queries
+from broker.store.directory_cache import DirectoryCache
 from broker.store.filters import like_pattern
 from broker.store.protocol import (
     Box,
@@ -76,6 +77,7 @@ class SqliteStore:
         self._lock = threading.Lock()
         self._writer: GroupCommitWriter | None = None
         self._tokens_path = path.with_name(f"{path.stem}-tokens{path.suffix}")
+        self._directory = DirectoryCache(path.with_name(f"{path.stem}-directory.stamp"))
         self._tokens: GroupCommitWriter | None = None
         self._tokens_checkpointer: Checkpointer | None = None
         self._reader: ThreadPoolExecutor | None = None
@@ -230,6 +232,15 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
 
+    async def _directory_lookup(self, key: tuple[str, str], fn: Callable[..., T | None], *args: Any) -> T | None:
+        """A mailbox or workflow from the directory cache, else looked up inline and kept (see DirectoryCache)."""
+        found: T | None = self._directory.get(key)
+        if found is None:
+            found = await self._lookup(fn, *args)
+            if found is not None:
+                self._directory.put(key, found)
+        return found
+
     async def _write(self, fn: Callable[..., T], *args: Any, durable: bool = True) -> T:
         """Run fn(conn, *args) in a write transaction; durable=False for bookkeeping that may skip the fsync."""
         if self._writer is None:
@@ -245,10 +256,11 @@ class SqliteStore:
 
     # Directory -------------------------------------------------------------------------------------------
     async def get_mailbox(self, mailbox_id: str) -> Mailbox | None:
-        return await self._lookup(_get_mailbox, mailbox_id)
+        return await self._directory_lookup(("mailbox", mailbox_id), _get_mailbox, mailbox_id)
 
     async def put_mailbox(self, mailbox: Mailbox) -> None:
         await self._write(lambda conn: conn.execute(Q["put_mailbox"], mailbox_values(mailbox)))
+        self._directory.changed()
 
     async def list_mailboxes(self) -> list[Mailbox]:
         return await self._read(lambda conn: [mailbox_from_row(r) for r in conn.execute(Q["list_mailboxes"])])
@@ -271,13 +283,14 @@ class SqliteStore:
             conn.executemany(Q["add_workflow_member"], members)
 
         await self._write(put)
+        self._directory.changed()
 
     async def get_workflow(self, workflow_id: str) -> Workflow | None:
         def get(conn: sqlite3.Connection) -> Workflow | None:
             row = conn.execute(Q["get_workflow"], (workflow_id,)).fetchone()
             return None if row is None else _workflow(conn, row)
 
-        return await self._lookup(get)
+        return await self._directory_lookup(("workflow", workflow_id), get)
 
     async def list_workflows(self) -> list[Workflow]:
         return await self._read(

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from broker.models import Workflow
 from broker.store import queries
 from broker.store.protocol import DuplicateMessageId
 from broker.store.rows import mailbox_values, to_micros
 from broker.store.sqlite import Q, SqliteStore
 from tests.contract.factories import T0, accepted, chunk, deliver, mailbox, message_id
+
+#: A little over the directory cache's check interval (0.1 s).
+CHECK_INTERVAL = 0.15
 
 
 async def test_migrations_are_idempotent(tmp_path: Path) -> None:
@@ -181,3 +186,31 @@ async def test_tokens_live_in_their_own_file_and_survive_the_move(tmp_path: Path
         keys = {row[0] for row in conn.execute("SELECT token_key FROM auth_tokens")}
     conn.close()
     assert keys == {"MB1:old:1", "MB1:new:1"}
+
+
+async def test_a_directory_change_by_another_process_is_seen_within_the_check_interval(tmp_path: Path) -> None:
+    """The broker keeps mailboxes and workflows in memory; a change committed by another process (the CLI)
+    replaces the directory stamp, so the first lookup after the check interval (0.1 s) reads the new row."""
+    path = tmp_path / "mesh.sqlite3"
+    broker, cli = SqliteStore(path), SqliteStore(path)
+    await broker.open()
+    await cli.open()
+    try:
+        await broker.put_mailbox(mailbox("MB1"))
+        assert await broker.get_mailbox("MB1") == mailbox("MB1")  # now cached
+        deactivated = replace(mailbox("MB1"), active=False, password="changed")
+        await cli.put_mailbox(deactivated)
+        await asyncio.sleep(CHECK_INTERVAL)
+        assert await broker.get_mailbox("MB1") == deactivated
+
+        await cli.put_workflow(Workflow("WF", senders=("MB1",)))
+        assert (await broker.get_workflow("WF")).senders == ("MB1",)  # type: ignore[union-attr]
+        await cli.put_workflow(Workflow("WF", senders=("MB2",)))
+        await asyncio.sleep(CHECK_INTERVAL)
+        assert (await broker.get_workflow("WF")).senders == ("MB2",)  # type: ignore[union-attr]
+
+        await broker.put_mailbox(mailbox("MB1"))  # through the broker's own store: seen at once
+        assert await broker.get_mailbox("MB1") == mailbox("MB1")
+    finally:
+        await broker.close()
+        await cli.close()

@@ -1,0 +1,50 @@
+"""The directory cache trusts its entries only while the stamp file is unchanged and they are young enough."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from broker.store.directory_cache import DirectoryCache
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_entry_is_kept_until_the_directory_changes(tmp_path: Path) -> None:
+    cache = DirectoryCache(tmp_path / "directory.stamp")
+    assert cache.get("MB1") is None
+    cache.put("MB1", "first")
+    assert cache.get("MB1") == "first"
+    cache.changed()  # a change through this process: seen at once
+    assert cache.get("MB1") is None
+
+
+def test_a_change_by_another_process_is_seen_once_the_check_interval_has_passed(tmp_path: Path) -> None:
+    stamp, clock = tmp_path / "directory.stamp", Clock()
+    broker = DirectoryCache(stamp, check_every_seconds=0.125, clock=clock)
+    cli = DirectoryCache(stamp, check_every_seconds=0.125, clock=clock)
+    broker.put("MB1", "old password")
+    for _ in range(3):  # every change counts, however close together
+        cli.changed()
+        clock.now += 0.0625
+        assert broker.get("MB1") is not None  # within the interval the stamp is not looked at
+        clock.now += 0.0625
+        assert broker.get("MB1") is None
+        broker.put("MB1", "new password")
+        assert broker.get("MB1") == "new password"
+
+
+def test_entries_are_dropped_after_their_maximum_age_whatever_the_stamp(tmp_path: Path) -> None:
+    clock = Clock()
+    cache = DirectoryCache(tmp_path / "directory.stamp", max_age_seconds=5, check_every_seconds=0.125, clock=clock)
+    cache.get("MB1")
+    cache.put("MB1", "value")
+    clock.now = 5.0
+    assert cache.get("MB1") == "value"
+    clock.now = 5.25  # the age is looked at with the stamp, at most every check interval
+    assert cache.get("MB1") is None
