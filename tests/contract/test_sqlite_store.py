@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -56,12 +58,21 @@ async def test_several_stores_opening_one_new_file_at_once(tmp_path: Path, attem
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(queries.migrations("sqlite"))
 
 
-async def test_two_stores_on_one_file_see_each_others_writes(tmp_path: Path) -> None:
-    path = tmp_path / "mesh.sqlite3"
+@contextlib.asynccontextmanager
+async def two_stores(path: Path) -> AsyncIterator[tuple[SqliteStore, SqliteStore]]:
+    """Two stores on one file, as a broker and a CLI process have."""
     a, b = SqliteStore(path), SqliteStore(path)
     await a.open()
     await b.open()
     try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_two_stores_on_one_file_see_each_others_writes(tmp_path: Path) -> None:
+    async with two_stores(tmp_path / "mesh.sqlite3") as (a, b):
         await a.put_mailbox(mailbox("MB1"))
         assert await b.get_mailbox("MB1") == mailbox("MB1")
 
@@ -76,9 +87,6 @@ async def test_two_stores_on_one_file_see_each_others_writes(tmp_path: Path) -> 
         # A token used through one process is a replay through the other.
         assert await a.use_token("MB1:n:0", T0) is True
         assert await b.use_token("MB1:n:0", T0) is False
-    finally:
-        await a.close()
-        await b.close()
 
 
 async def test_concurrent_writes_share_commits_and_a_failure_stays_its_own(tmp_path: Path) -> None:
@@ -191,11 +199,7 @@ async def test_tokens_live_in_their_own_file_and_survive_the_move(tmp_path: Path
 async def test_a_directory_change_by_another_process_is_seen_within_the_check_interval(tmp_path: Path) -> None:
     """The broker keeps mailboxes and workflows in memory; a change committed by another process (the CLI)
     replaces the directory stamp, so the first lookup after the check interval (0.1 s) reads the new row."""
-    path = tmp_path / "mesh.sqlite3"
-    broker, cli = SqliteStore(path), SqliteStore(path)
-    await broker.open()
-    await cli.open()
-    try:
+    async with two_stores(tmp_path / "mesh.sqlite3") as (broker, cli):
         await broker.put_mailbox(mailbox("MB1"))
         assert await broker.get_mailbox("MB1") == mailbox("MB1")  # now cached
         deactivated = replace(mailbox("MB1"), active=False, password="changed")
@@ -211,6 +215,3 @@ async def test_a_directory_change_by_another_process_is_seen_within_the_check_in
 
         await broker.put_mailbox(mailbox("MB1"))  # through the broker's own store: seen at once
         assert await broker.get_mailbox("MB1") == mailbox("MB1")
-    finally:
-        await broker.close()
-        await cli.close()
