@@ -24,7 +24,7 @@ from broker.ids import new_message_id
 from broker.models import Chunk, Event, Message, MessageMeta, MessageType, Party, Status
 from broker.store import queries
 from broker.store.rows import chunk_values, message_values, to_micros
-from broker.store.sqlite import SqliteStore
+from broker.store.sqlite import SqliteStore, event_values
 
 BATCH = 20_000
 
@@ -84,19 +84,7 @@ def seed(data_dir: Path, count: int, mailboxes: list[str], workflow_id: str = "L
                 rows.append(message_values(message, to_micros))
                 # 1 KiB, kept in the chunk row as the broker keeps it (MESH_INLINE_CHUNK_BYTES).
                 chunks.append(chunk_values(Chunk.inline(message.message_id, 1, PAYLOAD, PAYLOAD_SHA256)))
-                for event in history:
-                    events.append(
-                        (
-                            message.message_id,
-                            message.message_id,
-                            event.status.value,
-                            to_micros(event.timestamp),
-                            event.event,
-                            event.code,
-                            event.description,
-                            event.linked_message_id,
-                        )
-                    )
+                events += [event_values(message.message_id, event) for event in history]
             conn.execute("BEGIN")
             conn.executemany(sql["insert_message"], rows)
             conn.executemany(sql["insert_chunk"], chunks)

@@ -174,4 +174,4 @@ def chunk_values(chunk: Chunk) -> tuple[Any, ...]:
 
 def chunk_from_row(message_id: str, number: int, row: Any) -> Chunk:
     """A chunk from get_chunk's (blob_key, size, sha256, data)."""
-    return Chunk(message_id, number, row[0], row[1], row[2], None if row[3] is None else bytes(row[3]))
+    return Chunk(message_id, number, row[0], row[1], row[2], row[3])

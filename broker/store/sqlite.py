@@ -577,20 +577,22 @@ def _use_token(conn: sqlite3.Connection, token_key: str, expires_at: int) -> boo
     return bool(conn.execute(Q["use_token"], (token_key, expires_at)).rowcount == 1)
 
 
-def _insert_event(conn: sqlite3.Connection, message_id: str, event: Event) -> None:
-    conn.execute(
-        Q["insert_event"],
-        (
-            message_id,
-            message_id,
-            event.status.value,
-            to_micros(event.timestamp),
-            event.event,
-            event.code,
-            event.description,
-            event.linked_message_id,
-        ),
+def event_values(message_id: str, event: Event) -> tuple[Any, ...]:
+    """insert_event parameters (the message ID twice: once for the row, once for its next seq)."""
+    return (
+        message_id,
+        message_id,
+        event.status.value,
+        to_micros(event.timestamp),
+        event.event,
+        event.code,
+        event.description,
+        event.linked_message_id,
     )
+
+
+def _insert_event(conn: sqlite3.Connection, message_id: str, event: Event) -> None:
+    conn.execute(Q["insert_event"], event_values(message_id, event))
 
 
 def _set_status(conn: sqlite3.Connection, message_id: str, event: Event) -> bool:

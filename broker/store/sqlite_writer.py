@@ -131,7 +131,10 @@ class GroupCommitWriter:
         each, and every statement costs this thread a wait for the GIL the event loop holds."""
         try:
             outcomes = self._together(conn, jobs)
-        except _RolledBack:
+        except _RolledBack as failed:
+            if len(jobs) == 1:  # it already ran alone
+                self._settle([(jobs[0], False, failed.error)])
+                return
             outcomes = []
             for job in jobs:
                 try:

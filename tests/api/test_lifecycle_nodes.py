@@ -34,8 +34,8 @@ def node_housekeeping(app: web.Application, clock: ManualClock) -> Housekeeping:
         retention=settings.retention,
         upload_timeout=settings.upload_timeout,
         # Blob stores date objects by the wall clock, which this test leaves 5 days behind the moved clock: with
-        # the default grace one node's leftover sweep would take the other's freshly stored, not yet committed
-        # report bodies for crash leftovers. In production both clocks agree and the grace covers in-flight work.
+        # the default grace a node's leftover sweep would take any blob stored but not yet committed for a crash
+        # leftover. In production both clocks agree and the grace covers in-flight work.
         orphan_grace=timedelta(days=10),
         clock=clock,
         batch=BATCH,

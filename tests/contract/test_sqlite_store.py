@@ -215,3 +215,21 @@ async def test_a_directory_change_by_another_process_is_seen_within_the_check_in
 
         await broker.put_mailbox(mailbox("MB1"))  # through the broker's own store: seen at once
         assert await broker.get_mailbox("MB1") == mailbox("MB1")
+
+
+async def test_a_failing_write_alone_in_its_batch_runs_once(tmp_path: Path) -> None:
+    """A batch is retried write by write only when it held several: one that already ran alone is not run again."""
+    store = SqliteStore(tmp_path / "mesh.sqlite3")
+    await store.open()
+    calls: list[int] = []
+
+    def fail(conn: sqlite3.Connection) -> None:
+        calls.append(1)
+        raise LookupError("boom")
+
+    try:
+        with pytest.raises(LookupError):
+            await store._write(fail)
+        assert calls == [1]
+    finally:
+        await store.close()
