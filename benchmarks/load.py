@@ -14,7 +14,10 @@ sandbox's mailboxes come only from its packaged mailboxes.jsonl, so in that mode
     PYTHONPATH=. .venv/bin/python benchmarks/load.py --users 64 --duration 60
     PYTHONPATH=. .venv/bin/python benchmarks/load.py --backend postgres+s3 --compare-sandbox
 
---ceiling also runs the locustfile against benchmarks/bare_server.py (in-memory, no checks) in the same run.
+--ceiling also runs the locustfile against benchmarks/bare_server.py (in-memory, no checks) in the same run,
+with one Locust process per core (--ceiling-processes), since there the load generator is the bottleneck.
+With --compare-sandbox, the CPU each server and Locust spent per message cycle is turned into a budget: what
+10x the sandbox's cycles would take of this machine's cores, and (with --ceiling) what it would leave the broker.
 --flatness N runs twice in one go, on an empty store and on one seeded (benchmarks/seed.py) with N acknowledged
 messages, and prints the change in throughput. --profile samples the broker with py-spy (in the bench extra)
 during the run and prints where its busy time went.
@@ -42,6 +45,7 @@ from pathlib import Path
 
 import psutil
 
+from benchmarks.budget import Cost, budget, describe
 from benchmarks.latency import backend, free_port, wait_ready
 from benchmarks.seed import seed
 
@@ -81,6 +85,12 @@ class Result:
     @property
     def cycles_per_s(self) -> float:
         return self.rows[ACK].rps if ACK in self.rows else 0.0
+
+    def cost(self) -> Cost:
+        """Cycles and cores over the same wall-clock span (Locust's process lifetime, ramp-up included)."""
+        wall = max(self.elapsed_s, 1e-9)
+        cycles = self.rows[ACK].count if ACK in self.rows else 0
+        return Cost(cycles / wall, self.server_cpu_s / wall, self.loadgen_cpu_s / wall)
 
     @property
     def sends_per_s(self) -> float:
@@ -179,7 +189,11 @@ def create_mailboxes(env: dict[str, str], data_dir: Path, mailboxes: list[str]) 
     subprocess.run([*command, str(mailbox_file), str(workflow_file)], env=env, check=True, stdout=subprocess.DEVNULL)
 
 
-def run_locust(label: str, host: str, mailboxes: list[str], args: argparse.Namespace, stamp: str) -> Result:
+def run_locust(
+    label: str, host: str, mailboxes: list[str], args: argparse.Namespace, stamp: str, processes: int = 0
+) -> Result:
+    """One headless Locust run; `processes` overrides --processes (0: use it)."""
+    processes = processes or args.processes
     prefix = RESULTS / f"load-{label}-{stamp}"
     html = prefix.with_name(prefix.name + ".html")
     command = [
@@ -215,11 +229,14 @@ def run_locust(label: str, host: str, mailboxes: list[str], args: argparse.Names
         "--think-time",
         str(args.think_time),
     ]
-    if args.processes != 1:
-        command += ["--processes", str(args.processes)]
+    if processes != 1:
+        command += ["--processes", str(processes)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     log = prefix.with_name(prefix.name + ".log")
-    print(f"[{label}] locust: {args.users} users, {args.duration} s -> {prefix}_stats.csv", flush=True)
+    print(
+        f"[{label}] locust: {args.users} users, {processes} process(es), {args.duration} s -> {prefix}_stats.csv",
+        flush=True,
+    )
     started = time.perf_counter()
     with log.open("wb") as out:
         locust = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -363,7 +380,13 @@ def measure_sandbox(args: argparse.Namespace, stamp: str) -> Result:
 
 
 def measure_ceiling(args: argparse.Namespace, mailboxes: list[str], stamp: str) -> Result:
-    """The same load against benchmarks/bare_server.py: what this machine and load generator allow at all."""
+    """The same load against benchmarks/bare_server.py: what this machine and load generator allow at all.
+
+    With several Locust processes each gets a mailbox set of its own (the bare server takes any mailbox ID), so
+    receivers in different processes never share an inbox, however few mailboxes the other runs had."""
+    processes = args.ceiling_processes or os.cpu_count() or 1
+    if processes > 1:
+        mailboxes = [f"CEIL{n:03d}" for n in range(1, len(mailboxes) * processes + 1)]
     port = free_port()
     log = RESULTS / f"load-ceiling-{stamp}.server.log"
     with log.open("wb") as out:
@@ -373,7 +396,7 @@ def measure_ceiling(args: argparse.Namespace, mailboxes: list[str], stamp: str) 
     try:
         wait_http(f"http://127.0.0.1:{port}/messageexchange/_ping", server, log)
         cpu_before = tree_cpu(server.pid)
-        result = run_locust("ceiling", f"http://127.0.0.1:{port}", mailboxes, args, stamp)
+        result = run_locust("ceiling", f"http://127.0.0.1:{port}", mailboxes, args, stamp, processes)
         result.server_cpu_s = tree_cpu(server.pid) - cpu_before
     finally:
         stop(server)
@@ -402,10 +425,12 @@ def report(result: Result) -> list[str]:
         f"message cycles (send + download + ack): {result.cycles_per_s:.1f}/s acknowledged, "
         f"{result.sends_per_s:.1f}/s sent"
     )
+    cost = result.cost()
     print(
         f"CPU: server {result.server_cpu_s:.1f} s ({100 * result.server_cpu_s / wall:.0f}% of a core), "
         f"load generator {result.loadgen_cpu_s:.1f} s ({100 * result.loadgen_cpu_s / wall:.0f}% of a core) "
-        f"on {os.cpu_count()} cores"
+        f"on {os.cpu_count()} cores; per message cycle: server {cost.server_ms:.2f} ms, load generator "
+        f"{cost.loadgen_ms:.2f} ms"
     )
     return problems
 
@@ -448,6 +473,13 @@ def main() -> int:
     parser.add_argument(
         "--ceiling", action="store_true", help="also run against a bare in-memory aiohttp server (the ceiling)"
     )
+    parser.add_argument(
+        "--ceiling-processes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Locust worker processes for the ceiling run, where Locust is the bottleneck (default: one per core)",
+    )
     args = parser.parse_args()
     if args.flatness and (args.backend != "embedded" or args.compare_sandbox or args.ceiling):
         parser.error("--flatness seeds the embedded store only, and not with --compare-sandbox")
@@ -487,6 +519,9 @@ def main() -> int:
         print(
             f"\nceiling: the bare server managed {ceiling.cycles_per_s:.1f} cycles/s; the broker reached {share:.0f}%"
         )
+    if args.compare_sandbox:
+        floor = results[-1].cost() if args.ceiling else None
+        print("\n" + describe(budget(results[0].cost(), results[1].cost().cycles_per_s, os.cpu_count() or 1, floor)))
     # The KPIs bind our broker; the sandbox's and the bare server's figures are for comparison only.
     problems = [p for p in problems if not p.startswith(("sandbox:", "ceiling:"))]
     for problem in problems:
