@@ -234,7 +234,9 @@ def _with_store(
     settings = settings or Settings.from_env(data_dir=args.data_dir)
 
     async def run() -> Any:
-        store = backends.metadata_store(settings)
+        # A command reads each entry once or twice, so a directory cache (and on PostgreSQL its listening
+        # connection) would cost more than it saves.
+        store = backends.metadata_store(settings.with_(db_directory_cache=False))
         await store.open()
         try:
             return await work(store)

@@ -36,7 +36,11 @@ def metadata_store(settings: Settings) -> MetadataStore:
         from broker.store.postgres import PostgresStore
 
         return PostgresStore(
-            url, min_size=settings.db_pool_min, max_size=settings.db_pool_max, migrate=settings.db_migrate
+            url,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            migrate=settings.db_migrate,
+            directory_cache=settings.db_directory_cache,
         )
     raise SettingsError(f"MESH_DATABASE_URL must start with sqlite:/// or postgresql://, not {url!r}")
 

@@ -72,6 +72,8 @@ class Settings:
     db_pool_min: int = 2
     db_pool_max: int = 10
     db_migrate: bool = True
+    #: Mailboxes and workflows served from memory, told of changes by LISTEN/NOTIFY (PostgreSQL only).
+    db_directory_cache: bool = True
     s3_endpoint_url: str = ""
     s3_region: str = ""
     shared_key: str = ""
@@ -217,7 +219,7 @@ _INTS = {
     "pds_cache_seconds",
 }
 _FLOATS = {"pds_timeout_seconds"}
-_FLAGS = {"demo", "sandbox_admin", "db_migrate"}
+_FLAGS = {"demo", "sandbox_admin", "db_migrate", "db_directory_cache"}
 _DURATIONS = ("inbox_expiry", "retention", "upload_timeout", "housekeeping_interval", "orphan_grace")
 
 

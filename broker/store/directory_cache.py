@@ -11,6 +11,12 @@ check_every_seconds (0.1 s), since a stat releases the GIL too. So a mailbox dea
 password by the CLI is refused by a live broker within a tenth of a second; a change made through the broker's
 own store is seen at once. A process that died between its commit and the stamp would leave the broker stale,
 so entries are also dropped after max_age_seconds whatever the stamp says.
+
+The PostgreSQL store uses the same cache without a stamp: there a database trigger announces every directory
+change to every node (LISTEN/NOTIFY, broker/store/pg_directory.py), which calls forget(). A lookup that was
+already on its way to the database when the news came must not keep what it read, so put() takes the
+generation the lookup started under; and while a node cannot hear the news (its listening connection is down)
+the cache is suspended and every lookup goes to the database.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ MAX_ENTRIES = 100_000
 class DirectoryCache:
     def __init__(
         self,
-        stamp: Path,
+        stamp: Path | None,
         *,
         max_age_seconds: float = 5.0,
         check_every_seconds: float = 0.1,
@@ -42,6 +48,13 @@ class DirectoryCache:
         self._entries: dict[Hashable, Any] = {}
         self._read_under: tuple[int, int] | None = None
         self._filled_at = self._checked_at = clock()
+        self._generation = 0
+        self._suspended = False
+
+    @property
+    def generation(self) -> int:
+        """Changes every time the entries are forgotten; see put()."""
+        return self._generation
 
     def get(self, key: Hashable) -> Any | None:
         """The entry stored under key since the directory last changed, or None."""
@@ -52,23 +65,43 @@ class DirectoryCache:
             self._checked_at = now
             stamp = self._current_stamp()
             if stamp != self._read_under or now - self._filled_at > self._max_age:
-                self._entries.clear()
+                self.forget()
                 self._read_under = stamp
-                self._filled_at = now
         return self._entries.get(key)
 
-    def put(self, key: Hashable, value: Any) -> None:
-        """Keep a found entry (never a miss: IDs that do not exist are not worth memory)."""
+    def put(self, key: Hashable, value: Any, generation: int | None = None) -> None:
+        """Keep a found entry (never a miss: IDs that do not exist are not worth memory). With `generation`
+        (read before an awaited lookup), the entry is dropped if the directory changed meanwhile."""
+        if self._suspended or (generation is not None and generation != self._generation):
+            return
         if len(self._entries) >= MAX_ENTRIES:
             self._entries.clear()
         self._entries[key] = value
+
+    def forget(self) -> None:
+        """The directory changed: drop every entry, and whatever lookup is under way."""
+        self._entries.clear()
+        self._generation += 1
+        self._filled_at = self._clock()
+
+    def suspend(self) -> None:
+        """Keep nothing until resume(): this node cannot hear of changes."""
+        self._suspended = True
+        self.forget()
+
+    def resume(self) -> None:
+        """Changes are announced again; what was kept before may be stale, so start empty."""
+        self.forget()
+        self._suspended = False
 
     def changed(self) -> None:
         """This process committed a directory change: forget every entry here and tell the other processes.
 
         Runs on the caller's thread (a file create and a rename), which is fine for the few directory writes
         a day; the request path only ever stats the stamp."""
-        self._entries.clear()
+        self.forget()
+        if self._stamp is None:  # the database tells the other nodes (see the module docstring)
+            return
         temporary = self._stamp.with_name(f"{self._stamp.name}.{os.getpid()}.tmp")
         temporary.write_bytes(b"")
         # A fresh inode and a nanosecond time set here, not the kernel's coarse clock: an inode number freed by
@@ -78,6 +111,8 @@ class DirectoryCache:
         os.replace(temporary, self._stamp)
 
     def _current_stamp(self) -> tuple[int, int] | None:
+        if self._stamp is None:
+            return None
         try:
             status = os.stat(self._stamp)
         except FileNotFoundError:

@@ -8,7 +8,9 @@ from typing import Any
 
 from broker.models import Chunk, Event, Mailbox, Message, Patient, Status, Workflow
 from broker.store import queries
+from broker.store.directory_cache import DirectoryCache
 from broker.store.filters import like_pattern
+from broker.store.pg_directory import DirectoryListener
 from broker.store.protocol import (
     Box,
     ChunkOutcome,
@@ -58,9 +60,21 @@ class _Translate:
 
 
 class PostgresStore:
-    """Stateless over a pool: any node may serve any request, since every shared fact lives in the database."""
+    """Stateless over a pool: any node may serve any request, since every shared fact lives in the database.
 
-    def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 10, migrate: bool = True):
+    The one thing a node keeps is a cache of mailboxes and workflows, forgotten whenever the database announces
+    a directory change (broker/store/pg_directory.py)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 10,
+        migrate: bool = True,
+        directory_cache: bool = True,
+        directory_retry_seconds: tuple[float, ...] | None = None,
+    ):
         if asyncpg is None:
             raise StoreError(INSTALL_HINT)
         self._dsn = dsn
@@ -68,14 +82,27 @@ class PostgresStore:
         self._max_size = max_size
         self._migrate_on_open = migrate
         self._pool: asyncpg.Pool | None = None
+        self._directory = DirectoryCache(None)
+        self._directory.suspend()  # until the listener is in place; for good with directory_cache=False
+        retry = {"retry_seconds": directory_retry_seconds} if directory_retry_seconds else {}
+        self._listener = DirectoryListener(dsn, self._directory, **retry) if directory_cache else None
 
     async def open(self) -> None:
         async with _Translate():
             self._pool = await asyncpg.create_pool(self._dsn, min_size=self._min_size, max_size=self._max_size)
         if self._migrate_on_open:
             await self.migrate()
+        if self._listener is not None:
+            await self._listener.start()  # after the migrations, which create the triggers it needs
+
+    @property
+    def directory_cached(self) -> bool:
+        """Whether mailbox and workflow lookups are being served from memory (this node is listening)."""
+        return self._listener is not None and self._listener.listening
 
     async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.stop()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -106,13 +133,21 @@ class PostgresStore:
 
     # Directory -------------------------------------------------------------------------------------------
     async def get_mailbox(self, mailbox_id: str) -> Mailbox | None:
-        async with _Translate():
-            row = await self.pool.fetchrow(Q["get_mailbox"], mailbox_id)
-        return None if row is None else mailbox_from_row(row)
+        key = ("mailbox", mailbox_id)
+        found: Mailbox | None = self._directory.get(key)
+        if found is None:
+            generation = self._directory.generation
+            async with _Translate():
+                row = await self.pool.fetchrow(Q["get_mailbox"], mailbox_id)
+            if row is not None:
+                found = mailbox_from_row(row)
+                self._directory.put(key, found, generation)
+        return found
 
     async def put_mailbox(self, mailbox: Mailbox) -> None:
         async with _Translate():
             await self.pool.execute(Q["put_mailbox"], *mailbox_values(mailbox))
+        self._directory.changed()  # this node at once; the others when the trigger's notification arrives
 
     async def list_mailboxes(self) -> list[Mailbox]:
         async with _Translate():
@@ -136,11 +171,19 @@ class PostgresStore:
             await conn.execute(Q["clear_workflow_members"], workflow.workflow_id)
             if members:
                 await conn.executemany(Q["add_workflow_member"], members)
+        self._directory.changed()
 
     async def get_workflow(self, workflow_id: str) -> Workflow | None:
-        async with _Translate(), self.pool.acquire() as conn:
-            row = await conn.fetchrow(Q["get_workflow"], workflow_id)
-            return None if row is None else await _workflow(conn, row)
+        key = ("workflow", workflow_id)
+        found: Workflow | None = self._directory.get(key)
+        if found is None:
+            generation = self._directory.generation
+            async with _Translate(), self.pool.acquire() as conn:
+                row = await conn.fetchrow(Q["get_workflow"], workflow_id)
+                found = None if row is None else await _workflow(conn, row)
+            if found is not None:
+                self._directory.put(key, found, generation)
+        return found
 
     async def list_workflows(self) -> list[Workflow]:
         async with _Translate(), self.pool.acquire() as conn:

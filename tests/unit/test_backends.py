@@ -29,6 +29,14 @@ def test_urls_pick_postgres_and_s3() -> None:
     assert isinstance(backends.blob_store(settings), S3BlobStore)
 
 
+def test_the_directory_cache_can_be_turned_off_for_poolers_without_listen() -> None:
+    settings = Settings.from_env({"MESH_DATABASE_URL": "postgresql://db/mesh", "MESH_DB_DIRECTORY_CACHE": "off"})
+    assert settings.db_directory_cache is False
+    store = backends.metadata_store(settings)
+    assert isinstance(store, PostgresStore) and store._listener is None
+    assert Settings().db_directory_cache is True
+
+
 @pytest.mark.parametrize(
     ("field", "url", "variable"),
     [("database_url", "mysql://db/mesh", "MESH_DATABASE_URL"), ("blob_url", "gs://bucket", "MESH_BLOB_URL")],

@@ -48,3 +48,37 @@ def test_entries_are_dropped_after_their_maximum_age_whatever_the_stamp(tmp_path
     assert cache.get("MB1") == "value"
     clock.now = 5.25  # the age is looked at with the stamp, at most every check interval
     assert cache.get("MB1") is None
+
+
+def test_a_lookup_that_started_before_a_change_keeps_nothing() -> None:
+    """PostgreSQL lookups await the database; a change announced meanwhile must win over what they read."""
+    cache = DirectoryCache(None)
+    generation = cache.generation
+    cache.forget()  # the notification arrives while the lookup is on its way
+    cache.put("MB1", "read before the change", generation)
+    assert cache.get("MB1") is None
+    cache.put("MB1", "read after it", cache.generation)
+    assert cache.get("MB1") == "read after it"
+
+
+def test_a_suspended_cache_keeps_nothing_until_resumed() -> None:
+    cache = DirectoryCache(None)
+    cache.put("MB1", "kept")
+    cache.suspend()
+    assert cache.get("MB1") is None
+    cache.put("MB1", "while deaf", cache.generation)
+    assert cache.get("MB1") is None
+    cache.resume()
+    assert cache.get("MB1") is None  # nothing from before the gap
+    cache.put("MB1", "listening again", cache.generation)
+    assert cache.get("MB1") == "listening again"
+
+
+def test_without_a_stamp_entries_still_age_out() -> None:
+    clock = Clock()
+    cache = DirectoryCache(None, max_age_seconds=5.0, check_every_seconds=0.1, clock=clock)
+    cache.put("MB1", "kept")
+    clock.now += 4.0
+    assert cache.get("MB1") == "kept"
+    clock.now += 1.5
+    assert cache.get("MB1") is None
