@@ -93,7 +93,7 @@ class DirectoryListener:
                 return True
             await conn.add_listener(CHANNEL, self._notified)
             conn.add_termination_listener(self._lost)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except Exception as exc:  # whatever the reason, the answer is the same: stay suspended and try again later
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await conn.close(timeout=5)
