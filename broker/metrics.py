@@ -159,6 +159,13 @@ class Metrics:
             ("part",),
             registry=r,
         )
+        self.directory_listening = Gauge(
+            "mesh_directory_cache_listening",
+            "1 while this node hears of directory changes and serves mailboxes and workflows from memory, 0 while "
+            "it reads them from the database (PostgreSQL with the directory cache on; absent otherwise), sampled.",
+            ("store",),
+            registry=r,
+        )
         self.db_pool_size = Gauge("mesh_db_pool_connections", "Database pool connections open.", registry=r)
         self.db_pool_in_use = Gauge("mesh_db_pool_connections_in_use", "Database pool connections busy.", registry=r)
         Info("mesh_build", "The running broker's version.", registry=r).info({"version": _version()})

@@ -189,6 +189,9 @@ class Housekeeping:
         metrics.inbox_messages.set(await self._store.count_accepted())
         for part, size in (await self._store.storage_bytes()).items():
             metrics.store_bytes.labels(part).set(size)
+        listening = self._store.directory_listening()
+        if listening is not None:
+            metrics.directory_listening.labels("postgresql").set(1 if listening else 0)
         usage = self._store.pool_usage()
         if usage is not None:
             metrics.db_pool_size.set(usage[0])

@@ -100,6 +100,9 @@ class PostgresStore:
         """Whether mailbox and workflow lookups are being served from memory (this node is listening)."""
         return self._listener is not None and self._listener.listening
 
+    def directory_listening(self) -> bool | None:
+        return None if self._listener is None else self._listener.listening
+
     async def close(self) -> None:
         if self._listener is not None:
             await self._listener.stop()

@@ -178,6 +178,11 @@ class MetadataStore(Protocol):
     def pool_usage(self) -> tuple[int, int] | None:
         """(open, busy) connections of a pooled store; None for stores without a pool."""
 
+    def directory_listening(self) -> bool | None:
+        """For a store that caches the directory on word of changes (PostgreSQL): whether it hears them now, and
+        so serves mailboxes and workflows from memory. None for stores with nothing to hear (SQLite's cache is
+        told by a stamp file; a PostgreSQL store with the cache turned off)."""
+
     async def storage_bytes(self) -> dict[str, int]:
         """Bytes the store occupies, by part: "database" always; the embedded store adds "wal" (its write-ahead
         log, which a stuck checkpoint would let grow), "tokens" and "tokens_wal" (the replay cache's file)."""

@@ -410,6 +410,9 @@ class SqliteStore:
     def pool_usage(self) -> tuple[int, int] | None:
         return None
 
+    def directory_listening(self) -> bool | None:
+        return None  # the stamp file, not a connection, tells this store of changes
+
     async def storage_bytes(self) -> dict[str, int]:
         files = {
             "database": self._path,

@@ -8,7 +8,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from broker.app import create_app
-from broker.keys import HOUSEKEEPING, METRICS
+from broker.keys import HOUSEKEEPING, METRICS, SETTINGS
 from broker.settings import Settings
 from tests.api.helpers import MB1, MB2
 from tests.support import Mesh
@@ -81,6 +81,9 @@ async def test_blob_operations_inbox_depth_are_exported(client: TestClient, mb1:
     assert value(found, "mesh_chunks_stored_total", store="inline") == 1
     assert value(found, "mesh_chunks_stored_total", store="blob") == 1
     assert value(found, "mesh_store_bytes", part="database") > 0
+    # A PostgreSQL node says whether it hears directory changes; the embedded store has nothing to hear.
+    listening = [v for (name, labels), v in found.items() if name == "mesh_directory_cache_listening"]
+    assert listening == ([1.0] if app[SETTINGS].database_url.startswith("postgres") else [])
 
 
 async def test_workflow_labels_beyond_the_configured_number_fold_into_other(

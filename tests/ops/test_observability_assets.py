@@ -24,8 +24,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from broker.app import create_app
 from broker.clock import ManualClock
-from broker.keys import HOUSEKEEPING
+from broker.keys import HOUSEKEEPING, METRICS
 from broker.settings import Settings
+from tests.conftest import production_settings
 from tests.support import Mesh
 
 AiohttpClient = Callable[..., Awaitable[TestClient]]
@@ -152,22 +153,30 @@ async def exercise(client: TestClient) -> None:
 
 
 @pytest.fixture
-async def exported(aiohttp_client: AiohttpClient, tmp_path: Path) -> dict[str, frozenset[str]]:
-    """Every series name the broker exports, with the label names seen on it (target labels added)."""
+async def exported(
+    aiohttp_client: AiohttpClient, tmp_path: Path, request: pytest.FixtureRequest
+) -> dict[str, frozenset[str]]:
+    """Every series name the broker exports, on either backend, with the label names seen on it (target labels
+    added). The embedded broker is exercised in full; a PostgreSQL + S3 one adds the series only it has."""
     clock = ManualClock()
-    app = create_app(Settings(data_dir=tmp_path / "data", shared_key="TestKey", demo=True), clock=clock)
+    base = Settings(data_dir=tmp_path / "data", shared_key="TestKey", demo=True)
+    app = create_app(base, clock=clock)
     client = await aiohttp_client(app)
     await exercise(client)
     # A message left unread past the inbox expiry, so housekeeping's labelled series have samples too.
     await Mesh(client, MB1, clock=clock).send_ok(MB2, b"unread")
     clock.advance(timedelta(days=5, seconds=1))
     await app[HOUSEKEEPING].run_once()
-    response = await client.get("/metrics")
-    assert response.status == 200
     seen: dict[str, set[str]] = {}
-    for family in text_string_to_metric_families(await response.text()):
-        for sample in family.samples:
-            seen.setdefault(sample.name, set()).update(sample.labels)
+    production = create_app(await production_settings(base.with_(data_dir=tmp_path / "production"), request))
+    production_client = await aiohttp_client(production)
+    await production[HOUSEKEEPING].sample(production[METRICS])
+    for scraped in (client, production_client):
+        response = await scraped.get("/metrics")
+        assert response.status == 200
+        for family in text_string_to_metric_families(await response.text()):
+            for sample in family.samples:
+                seen.setdefault(sample.name, set()).update(sample.labels)
     names = {name: frozenset(labels) | TARGET_LABELS for name, labels in seen.items()}
     return names | SCRAPE_SERIES
 
