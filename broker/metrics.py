@@ -7,6 +7,7 @@ import threading
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 import broker
+from broker.errors import BrokerError, ValidationFailed
 
 #: Request latency buckets from 1 ms to 10 s: the KPIs sit at 0.2 s (median) and 1 s (p99).
 #: A housekeeping pass is milliseconds when idle, seconds when it expires or purges a backlog.
@@ -15,6 +16,13 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 
 #: Chunk transfers take longer: up to 100 MB each.
 TRANSFER_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 OTHER = "other"
+#: The code label of a request refused for a missing or malformed field (400, the sandbox's "detail" shape).
+VALIDATION = "validation"
+
+
+def error_code_label(error: BrokerError) -> str:
+    """The MESH code ("06", "EPL-151", ...), or the error's name for the few without one."""
+    return error.code.spec.code or error.code.name
 
 
 class BoundedLabels:
@@ -35,9 +43,18 @@ class BoundedLabels:
                 return value
         return OTHER
 
+    def known(self, value: str) -> str:
+        """The value if already admitted, else "other", admitting nothing: for requests that were refused, so
+        refused junk cannot take the places of real workflows."""
+        return value if value in self._seen else OTHER
+
 
 class Metrics:
     """Every metric the broker exports. One instance per app, so tests and several apps never collide."""
+
+    def count_rejected_send(self, workflow_id: str, error: BrokerError | ValidationFailed) -> None:
+        code = error_code_label(error) if isinstance(error, BrokerError) else VALIDATION
+        self.messages_rejected.labels(self.workflow.known(workflow_id), code).inc()
 
     def __init__(self, *, workflow_label_limit: int = 50):
         self.registry = CollectorRegistry(auto_describe=True)
@@ -62,6 +79,13 @@ class Metrics:
         )
         self.messages_acknowledged = Counter(
             "mesh_messages_acknowledged_total", "Messages acknowledged by recipients.", ("workflow",), registry=r
+        )
+        self.messages_rejected = Counter(
+            "mesh_messages_rejected_total",
+            "Sends refused after authentication (POST /outbox answered with a MESH error), by workflow and MESH "
+            "error code; a workflow no accepted message has carried yet counts as other.",
+            ("workflow", "code"),
+            registry=r,
         )
         self.errors = Counter(
             "mesh_errors_total",

@@ -16,6 +16,7 @@ from aiohttp.typedefs import Handler
 from broker import headers, views
 from broker.errors import BrokerError, ValidationFailed
 from broker.keys import API_VERSION, AUTHENTICATOR, MAILBOX, METRICS, REQUEST_ID, REQUEST_IDS, ROUTE_AUTH, Auth
+from broker.metrics import error_code_label
 
 log = logging.getLogger("broker.http")
 
@@ -91,7 +92,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 def _count(request: web.Request, exc: BrokerError) -> None:
     metrics = request.app[METRICS]
     spec = exc.code.spec
-    metrics.errors.labels(str(spec.status), spec.code or exc.code.name).inc()
+    metrics.errors.labels(str(spec.status), error_code_label(exc)).inc()
     if exc.code.name.startswith("AUTH_"):
         metrics.auth_failures.labels(exc.code.name.removeprefix("AUTH_").lower()).inc()
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 from aiohttp import web
 
 from broker import headers, views
-from broker.errors import BrokerError, ErrorCode
+from broker.errors import BrokerError, ErrorCode, ValidationFailed
 from broker.handlers.common import body, caller, chunk_number, message_id, version
-from broker.keys import MESSAGING, SETTINGS
+from broker.keys import MESSAGING, METRICS, SETTINGS
 
 
 async def send(request: web.Request) -> web.Response:
-    send_request = headers.parse_send(request.headers)
-    limit = request.app[SETTINGS].max_request_bytes
-    new_id = await request.app[MESSAGING].send(caller(request), send_request, body(request, limit))
+    try:
+        send_request = headers.parse_send(request.headers)
+        limit = request.app[SETTINGS].max_request_bytes
+        new_id = await request.app[MESSAGING].send(caller(request), send_request, body(request, limit))
+    except (BrokerError, ValidationFailed) as error:
+        request.app[METRICS].count_rejected_send(request.headers.get(headers.WORKFLOW_ID, ""), error)
+        raise
     return views.send_accepted(new_id, version(request))
 
 

@@ -59,6 +59,31 @@ async def test_errors_and_auth_failures_are_counted_by_code(client: TestClient, 
     assert value(found, "mesh_auth_failures_total", reason="header_unreadable") == 1
 
 
+async def test_rejected_sends_are_counted_by_workflow_and_code(client: TestClient, mb1: Mesh) -> None:
+    await mb1.send_ok(MB2, b"accepted first, so TEST_WORKFLOW is a known label")
+    assert (await mb1.send("NOBODY", b"x")).status == 417
+    assert (await mb1.send("NOBODY", b"x", workflow_id="NEVER_ACCEPTED_1")).status == 417
+    assert (await mb1.send("NOBODY", b"x", workflow_id="NEVER_ACCEPTED_2")).status == 417
+    missing_recipient = await client.post(
+        f"{mb1.base}/outbox", data=b"x", headers=mb1.headers({"mex-WorkflowID": "TEST_WORKFLOW"})
+    )
+    assert missing_recipient.status == 400
+
+    found = await samples(client)
+    rejected = {
+        tuple(sorted(dict(labels).items())): v
+        for (name, labels), v in found.items()
+        if name == "mesh_messages_rejected_total"
+    }
+    # Workflows never seen on an accepted message fold into "other", so refused junk takes no label places.
+    assert rejected == {
+        (("code", "12"), ("workflow", "TEST_WORKFLOW")): 1,
+        (("code", "validation"), ("workflow", "TEST_WORKFLOW")): 1,
+        (("code", "12"), ("workflow", "other")): 2,
+    }
+    assert value(found, "mesh_messages_sent_total", workflow="TEST_WORKFLOW") == 1
+
+
 async def test_raw_paths_never_become_labels(client: TestClient, mb2: Mesh) -> None:
     for unknown in ("20260101000000000000_AAAAAA", "20260101000000000000_BBBBBB"):
         await client.get(f"{mb2.base}/inbox/{unknown}", headers=mb2.headers())
