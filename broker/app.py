@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -41,6 +42,8 @@ from broker.services.routing import GpRouting
 from broker.services.sandbox_admin import SandboxAdmin
 from broker.settings import Settings
 from broker.store.protocol import MetadataStore
+
+log = logging.getLogger("broker.app")
 
 #: How often the inbox depth and pool gauges are refreshed from the store.
 METRICS_SAMPLE_SECONDS = 15.0
@@ -108,11 +111,34 @@ def create_app(
         orphan_grace=settings.orphan_grace,
         clock=clock,
     )
-    routes.register(app, sandbox_admin=settings.sandbox_admin)
+    routes.register(app, sandbox_admin=settings.sandbox_admin, metrics=not settings.metrics_port)
     app.cleanup_ctx.append(_storage)
     app.cleanup_ctx.append(_demographics)
     app.cleanup_ctx.append(_background)
+    if settings.metrics_port:
+        app.cleanup_ctx.append(_metrics_port)
     return app
+
+
+async def _metrics_port(app: web.Application) -> AsyncIterator[None]:
+    """/metrics on a plain-HTTP port of its own: Prometheus can scrape a node whose MESH port demands a mailbox's
+    client certificate, and the MESH port stops telling anyone who asks about workflows and volumes."""
+    settings = app[SETTINGS]
+    side = web.Application()
+    side[METRICS] = app[METRICS]
+    routes.register_metrics_only(side)
+    runner = web.AppRunner(side, access_log=None)
+    await runner.setup()
+    try:
+        host = settings.metrics_host or settings.host
+        await web.TCPSite(runner, host, settings.metrics_port).start()
+        log.info(
+            "metrics listening",
+            extra={"action": "metrics_started", "url": f"http://{host}:{settings.metrics_port}/metrics"},
+        )
+        yield
+    finally:
+        await runner.cleanup()
 
 
 async def _storage(app: web.Application) -> AsyncIterator[None]:

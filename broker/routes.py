@@ -23,6 +23,8 @@ class Route:
 
 MX = "/messageexchange"
 MB = MX + "/{mailbox_id}"
+#: Prometheus text. With MESH_METRICS_PORT set it is served there alone, and not on the MESH port.
+METRICS = Route("GET", "/metrics", ops.metrics, Auth.NONE)
 # Literal segments ("rich", "tracking", "status") are declared before the {message_id} routes they shadow.
 API = (
     Route("GET", MX + "/_ping", ops.ping, Auth.NONE),
@@ -31,7 +33,7 @@ API = (
     Route("GET", "/_status", ops.ping, Auth.NONE),
     Route("GET", "/health", ops.ping, Auth.NONE),
     Route("GET", "/healthcheck", ops.ping, Auth.NONE),
-    Route("GET", "/metrics", ops.metrics, Auth.NONE),
+    METRICS,
     Route("GET", MX + "/endpointlookup/{ods_code}/{workflow_id}", lookup.endpoint_lookup, Auth.OPTIONAL),
     Route("GET", MX + "/workflowsearch/{workflow_id}", lookup.workflow_search, Auth.OPTIONAL),
     Route("GET", MB, inbox.handshake),
@@ -70,10 +72,13 @@ SANDBOX_ADMIN = (
 )
 
 
-def register(app: web.Application, *, sandbox_admin: bool) -> None:
-    """Add the routes and record each one's auth policy for the auth middleware."""
+def register(app: web.Application, *, sandbox_admin: bool, metrics: bool = True) -> None:
+    """Add the routes and record each one's auth policy for the auth middleware; without /metrics when it has a
+    port of its own (register_metrics_only)."""
     policies: dict[web.AbstractRoute, Auth] = {}
     routes = API + SANDBOX_ADMIN if sandbox_admin else API
+    if not metrics:
+        routes = tuple(route for route in routes if route is not METRICS)
     # Admin routes go first so /messageexchange/admin/... and /messageexchange/mailbox/... are not taken
     # for a mailbox handshake.
     ordered = sorted(routes, key=lambda r: 0 if r in SANDBOX_ADMIN else 1)
@@ -81,3 +86,8 @@ def register(app: web.Application, *, sandbox_admin: bool) -> None:
         registered = app.router.add_route(route.method, route.path, route.handler)
         policies[registered] = route.auth
     app[ROUTE_AUTH] = policies
+
+
+def register_metrics_only(app: web.Application) -> None:
+    """The metrics port's app: /metrics and nothing else, no MESH auth (it is for Prometheus, not mailboxes)."""
+    app.router.add_route(METRICS.method, METRICS.path, METRICS.handler)

@@ -101,6 +101,10 @@ class Settings:
     auth_clock_skew_seconds: int = 2 * 3600
     #: Distinct workflow IDs given their own label on message metrics; the rest are counted as "other".
     metrics_workflow_labels: int = 50
+    #: Serve /metrics on this port (plain HTTP) instead of the MESH port; 0 keeps it on the MESH port.
+    metrics_port: int = 0
+    #: The address the metrics port listens on ("" is MESH_HOST).
+    metrics_host: str = ""
     event_loop: str = "uvloop"
     env_name: str = "local"
     build_label: str = "latest"
@@ -125,6 +129,11 @@ class Settings:
             raise SettingsError("MESH_TLS_CLIENT_CERT needs HTTPS (MESH_TLS_CERT, MESH_TLS_KEY) and MESH_TLS_CLIENT_CA")
         if not (0 < self.port < 65536):
             raise SettingsError(f"MESH_PORT must be between 1 and 65535, not {self.port}")
+        if not 0 <= self.metrics_port < 65536 or self.metrics_port == self.port:
+            raise SettingsError(
+                f"MESH_METRICS_PORT must be 0 (off) or a port other than MESH_PORT ({self.port}), "
+                f"not {self.metrics_port}"
+            )
         if self.metrics_workflow_labels < 0:
             raise SettingsError("MESH_METRICS_WORKFLOW_LABELS must be 0 or more")
         if not 1 <= self.db_pool_min <= self.db_pool_max:
@@ -217,6 +226,7 @@ _INTS = {
     "metrics_workflow_labels",
     "pds_retries",
     "pds_cache_seconds",
+    "metrics_port",
 }
 _FLOATS = {"pds_timeout_seconds"}
 _FLAGS = {"demo", "sandbox_admin", "db_migrate", "db_directory_cache"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -11,6 +12,7 @@ from broker.app import create_app
 from broker.keys import HOUSEKEEPING, METRICS, SETTINGS
 from broker.settings import Settings
 from tests.api.helpers import MB1, MB2
+from tests.integration.broker_process import free_port
 from tests.support import Mesh
 
 
@@ -18,11 +20,15 @@ async def samples(client: TestClient) -> dict[tuple[str, frozenset[tuple[str, st
     response = await client.get("/metrics")
     assert response.status == 200
     assert response.content_type == "text/plain"
-    found = {}
-    for family in text_string_to_metric_families(await response.text()):
-        for sample in family.samples:
-            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return found
+    return parse(await response.text())
+
+
+def parse(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def value(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
@@ -121,3 +127,21 @@ async def test_workflow_labels_beyond_the_configured_number_fold_into_other(
     found = await samples(client)
     sent = {dict(labels)["workflow"]: v for (name, labels), v in found.items() if name == "mesh_messages_sent_total"}
     assert sent == {"WF_A": 2, "WF_B": 1, "other": 2}
+
+
+async def test_metrics_on_their_own_port(
+    aiohttp_client: Callable[..., Awaitable[TestClient]], settings: Settings
+) -> None:
+    """With MESH_METRICS_PORT, Prometheus scrapes plain HTTP there (a node whose MESH port wants a mailbox's client
+    certificate stays scrapable), and the MESH port no longer answers /metrics."""
+    port = free_port()
+    client = await aiohttp_client(create_app(settings.with_(metrics_port=port)))
+    await Mesh(client, MB1).send_ok(MB2, b"counted on the other port")
+    assert (await client.get("/metrics")).status == 404
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+            assert response.status == 200
+            found = parse(await response.text())
+        assert value(found, "mesh_messages_sent_total", workflow="TEST_WORKFLOW") == 1
+        async with session.get(f"http://127.0.0.1:{port}/messageexchange/_ping") as response:
+            assert response.status == 404  # the metrics port serves nothing else

@@ -81,6 +81,9 @@ def test_empty_values_mean_unset() -> None:
         ({"MESH_PORT": "eighty"}, "MESH_PORT"),
         ({"MESH_PORT": "0"}, "MESH_PORT"),
         ({"MESH_PORT": "70000"}, "MESH_PORT"),
+        ({"MESH_METRICS_PORT": "70000"}, "MESH_METRICS_PORT"),
+        ({"MESH_METRICS_PORT": "8700"}, "MESH_METRICS_PORT"),  # the MESH port itself
+        ({"MESH_METRICS_PORT": "nine"}, "MESH_METRICS_PORT"),
         ({"MESH_DEMO": "maybe"}, "MESH_DEMO"),
         ({"MESH_SANDBOX_ADMIN": "y"}, "MESH_SANDBOX_ADMIN"),
         ({"MESH_MAX_REQUEST_BYTES": "1.5"}, "MESH_MAX_REQUEST_BYTES"),
