@@ -52,10 +52,6 @@ class BoundedLabels:
 class Metrics:
     """Every metric the broker exports. One instance per app, so tests and several apps never collide."""
 
-    def count_rejected_send(self, workflow_id: str, error: BrokerError | ValidationFailed) -> None:
-        code = error_code_label(error) if isinstance(error, BrokerError) else VALIDATION
-        self.messages_rejected.labels(self.workflow.known(workflow_id), code).inc()
-
     def __init__(self, *, workflow_label_limit: int = 50):
         self.registry = CollectorRegistry(auto_describe=True)
         self.workflow = BoundedLabels(workflow_label_limit)
@@ -193,6 +189,11 @@ class Metrics:
         self.db_pool_size = Gauge("mesh_db_pool_connections", "Database pool connections open.", registry=r)
         self.db_pool_in_use = Gauge("mesh_db_pool_connections_in_use", "Database pool connections busy.", registry=r)
         Info("mesh_build", "The running broker's version.", registry=r).info({"version": _version()})
+
+    def count_rejected_send(self, workflow_id: str, error: BrokerError | ValidationFailed) -> None:
+        """A refused send, labelled by a workflow only if an accepted message already carried it (see known())."""
+        code = error_code_label(error) if isinstance(error, BrokerError) else VALIDATION
+        self.messages_rejected.labels(self.workflow.known(workflow_id), code).inc()
 
 
 def _version() -> str:

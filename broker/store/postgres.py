@@ -95,11 +95,6 @@ class PostgresStore:
         if self._listener is not None:
             await self._listener.start()  # after the migrations, which create the triggers it needs
 
-    @property
-    def directory_cached(self) -> bool:
-        """Whether mailbox and workflow lookups are being served from memory (this node is listening)."""
-        return self._listener is not None and self._listener.listening
-
     def directory_listening(self) -> bool | None:
         return None if self._listener is None else self._listener.listening
 

@@ -74,7 +74,7 @@ async def test_a_node_serves_the_directory_from_memory(
     dsn: str, open_store: Callable[..., Awaitable[PostgresStore]]
 ) -> None:
     node = await open_store()
-    assert node.directory_cached
+    assert node.directory_listening() is True
     await node.put_mailbox(mailbox("ALICE"))
     assert (await node.get_mailbox("ALICE")) is not None
     # Behind the triggers' back (which only an operator disabling them could do), the node keeps what it read.
@@ -144,16 +144,16 @@ async def test_a_node_that_cannot_hear_changes_does_not_trust_its_cache(
     )
 
     async def suspended() -> bool:
-        return not node.directory_cached
+        return not node.directory_listening()
 
     await eventually(suspended)
     # While it is deaf, every lookup goes to the database: a change nobody announces is seen at once.
     await unannounced(dsn, "password = 'unannounced'")
-    if not node.directory_cached:  # it may already be listening again (retries every 0.05 s here)
+    if not node.directory_listening():  # it may already be listening again (retries every 0.05 s here)
         assert (found := await node.get_mailbox("ALICE")) is not None and found.password == "unannounced"
 
     async def listening_again() -> bool:
-        return node.directory_cached
+        return node.directory_listening() is True
 
     await eventually(listening_again)
     # Back to listening it starts from an empty cache, so nothing read before the gap survives it.
@@ -165,7 +165,7 @@ async def test_without_the_triggers_the_cache_stays_off(
 ) -> None:
     await sql(dsn, "DROP TRIGGER mailboxes_directory_changed ON mailboxes")
     node = await open_store(migrate=False)
-    assert not node.directory_cached
+    assert node.directory_listening() is False  # an alert-worthy state: it should be listening
     await node.put_mailbox(mailbox("ALICE"))
     assert (await node.get_mailbox("ALICE")) is not None
     await sql(dsn, "UPDATE mailboxes SET active = false WHERE mailbox_id = 'ALICE'")
@@ -176,7 +176,7 @@ async def test_turned_off_the_node_always_asks_the_database(
     dsn: str, open_store: Callable[..., Awaitable[PostgresStore]]
 ) -> None:
     node = await open_store(directory_cache=False)
-    assert not node.directory_cached
+    assert node.directory_listening() is None  # nothing to listen for: no gauge, no alert
     await node.put_mailbox(mailbox("ALICE"))
     assert (await node.get_mailbox("ALICE")) is not None
     await unannounced(dsn, "active = false")
