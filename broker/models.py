@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -165,8 +166,10 @@ class Chunk:
     data: bytes | None = None
 
     @classmethod
-    def inline(cls, message_id: str, number: int, data: bytes, sha256: str = "") -> Chunk:
-        return cls(message_id, number, "", len(data), sha256, data)
+    def inline(cls, message_id: str, number: int, data: bytes, sha256: str | None = None) -> Chunk:
+        """A chunk kept in its row; its SHA-256 is computed here unless the caller already has it."""
+        digest = hashlib.sha256(data).hexdigest() if sha256 is None else sha256
+        return cls(message_id, number, "", len(data), digest, data)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,6 @@ reports are all built here, so every REPORT has the same shape (mesh-api.md sect
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,8 +19,6 @@ NDR_EXPIRED = "Message not collected by recipient after 5 days"
 #: The live variant of code 14 for a recipient mailbox that was deactivated (mesh-api.md section 6.2).
 NDR_DEACTIVATED = "Message was not collected as the mailbox is deactivated"
 NDR_CODE, NDR_EVENT = "14", "SEND"
-#: The SHA-256 of no bytes: a REPORT's body, checked on download like any chunk.
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,4 +120,4 @@ class Reports:
             linked_message_id=error.linked_message_id,
             events=(error, Event(Status.ACCEPTED, now)),
         )
-        return PreparedReport(report, Chunk.inline(message_id, 1, b"", EMPTY_SHA256))
+        return PreparedReport(report, Chunk.inline(message_id, 1, b""))

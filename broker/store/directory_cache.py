@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: The most entries kept; past it the cache starts again (only found entries are kept, so this is a bound on
 #: the directory's size in memory, not something a caller can fill with made-up IDs).
@@ -68,6 +70,16 @@ class DirectoryCache:
                 self.forget()
                 self._read_under = stamp
         return self._entries.get(key)
+
+    async def through(self, key: Hashable, fetch: Callable[[], Awaitable[T | None]]) -> T | None:
+        """The entry under key, else what fetch() finds, kept unless the directory changed while it looked."""
+        found: T | None = self.get(key)
+        if found is None:
+            generation = self._generation
+            found = await fetch()
+            if found is not None:
+                self.put(key, found, generation)
+        return found
 
     def put(self, key: Hashable, value: Any, generation: int | None = None) -> None:
         """Keep a found entry (never a miss: IDs that do not exist are not worth memory). With `generation`

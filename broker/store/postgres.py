@@ -142,16 +142,12 @@ class PostgresStore:
 
     # Directory -------------------------------------------------------------------------------------------
     async def get_mailbox(self, mailbox_id: str) -> Mailbox | None:
-        key = ("mailbox", mailbox_id)
-        found: Mailbox | None = self._directory.get(key)
-        if found is None:
-            generation = self._directory.generation
+        async def fetch() -> Mailbox | None:
             async with _Translate():
                 row = await self.pool.fetchrow(Q["get_mailbox"], mailbox_id)
-            if row is not None:
-                found = mailbox_from_row(row)
-                self._directory.put(key, found, generation)
-        return found
+            return None if row is None else mailbox_from_row(row)
+
+        return await self._directory.through(("mailbox", mailbox_id), fetch)
 
     async def put_mailbox(self, mailbox: Mailbox) -> None:
         async with _Translate():
@@ -183,16 +179,12 @@ class PostgresStore:
         self._directory.changed()
 
     async def get_workflow(self, workflow_id: str) -> Workflow | None:
-        key = ("workflow", workflow_id)
-        found: Workflow | None = self._directory.get(key)
-        if found is None:
-            generation = self._directory.generation
+        async def fetch() -> Workflow | None:
             async with _Translate(), self.pool.acquire() as conn:
                 row = await conn.fetchrow(Q["get_workflow"], workflow_id)
-                found = None if row is None else await _workflow(conn, row)
-            if found is not None:
-                self._directory.put(key, found, generation)
-        return found
+                return None if row is None else await _workflow(conn, row)
+
+        return await self._directory.through(("workflow", workflow_id), fetch)
 
     async def list_workflows(self) -> list[Workflow]:
         async with _Translate(), self.pool.acquire() as conn:

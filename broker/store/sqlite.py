@@ -232,15 +232,6 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
 
-    async def _directory_lookup(self, key: tuple[str, str], fn: Callable[..., T | None], *args: Any) -> T | None:
-        """A mailbox or workflow from the directory cache, else looked up inline and kept (see DirectoryCache)."""
-        found: T | None = self._directory.get(key)
-        if found is None:
-            found = await self._lookup(fn, *args)
-            if found is not None:
-                self._directory.put(key, found)
-        return found
-
     async def _write(self, fn: Callable[..., T], *args: Any, durable: bool = True) -> T:
         """Run fn(conn, *args) in a write transaction; durable=False for bookkeeping that may skip the fsync."""
         if self._writer is None:
@@ -256,7 +247,7 @@ class SqliteStore:
 
     # Directory -------------------------------------------------------------------------------------------
     async def get_mailbox(self, mailbox_id: str) -> Mailbox | None:
-        return await self._directory_lookup(("mailbox", mailbox_id), _get_mailbox, mailbox_id)
+        return await self._directory.through(("mailbox", mailbox_id), lambda: self._lookup(_get_mailbox, mailbox_id))
 
     async def put_mailbox(self, mailbox: Mailbox) -> None:
         await self._write(lambda conn: conn.execute(Q["put_mailbox"], mailbox_values(mailbox)))
@@ -290,7 +281,7 @@ class SqliteStore:
             row = conn.execute(Q["get_workflow"], (workflow_id,)).fetchone()
             return None if row is None else _workflow(conn, row)
 
-        return await self._directory_lookup(("workflow", workflow_id), get)
+        return await self._directory.through(("workflow", workflow_id), lambda: self._lookup(get))
 
     async def list_workflows(self) -> list[Workflow]:
         return await self._read(

@@ -33,7 +33,7 @@ def test_the_directory_cache_can_be_turned_off_for_poolers_without_listen() -> N
     settings = Settings.from_env({"MESH_DATABASE_URL": "postgresql://db/mesh", "MESH_DB_DIRECTORY_CACHE": "off"})
     assert settings.db_directory_cache is False
     store = backends.metadata_store(settings)
-    assert isinstance(store, PostgresStore) and store._listener is None
+    assert isinstance(store, PostgresStore) and store.directory_listening() is None
     assert Settings().db_directory_cache is True
 
 

@@ -82,3 +82,23 @@ def test_without_a_stamp_entries_still_age_out() -> None:
     assert cache.get("MB1") == "kept"
     clock.now += 1.5
     assert cache.get("MB1") is None
+
+
+async def test_through_keeps_what_it_fetched_unless_the_directory_changed_meanwhile() -> None:
+    cache = DirectoryCache(None)
+    fetched: list[str] = []
+
+    async def fetch() -> str:
+        fetched.append("MB1")
+        return "from the database"
+
+    async def fetch_during_a_change() -> str:
+        cache.forget()  # the notification lands while the lookup awaits the database
+        return "read before the change"
+
+    assert await cache.through("MB1", fetch) == "from the database"
+    assert await cache.through("MB1", fetch) == "from the database"
+    assert fetched == ["MB1"]  # the second came from memory
+    cache.forget()
+    assert await cache.through("MB1", fetch_during_a_change) == "read before the change"
+    assert cache.get("MB1") is None  # answered, but not kept
