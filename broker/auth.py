@@ -6,16 +6,20 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from broker.clock import SYSTEM_CLOCK, Clock
 from broker.errors import BrokerError, ErrorCode
 from broker.models import Mailbox
-from broker.store.protocol import MetadataStore
+from broker.store.protocol import MailboxLookup, TokenStore
 
 SCHEME = "NHSMESH "
 #: A used token is remembered this long after its own timestamp leaves the clock window.
 REPLAY_MARGIN = timedelta(minutes=5)
+
+
+class AuthStore(MailboxLookup, TokenStore, Protocol):
+    """What authentication reads (the caller's mailbox) and writes (the token, once)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +86,7 @@ class Authenticator:
 
     def __init__(
         self,
-        store: MetadataStore,
+        store: AuthStore,
         shared_key: bytes,
         *,
         clock_skew: timedelta,

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 from broker.demographics.protocol import DemographicsUnavailable
 from broker.models import Patient
-from broker.store.protocol import MetadataStore, StoreError
+from broker.store.protocol import PatientStore, StoreError
 
 
 class LocalDemographics:
-    def __init__(self, store: MetadataStore):
+    def __init__(self, store: PatientStore):
         self._store = store
 
     async def open(self) -> None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import date
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from broker.clock import SYSTEM_CLOCK, Clock
 from broker.errors import BrokerError, ErrorCode
 from broker.models import Mailbox, Patient, Workflow
-from broker.store.protocol import MetadataStore
+from broker.store.protocol import DirectoryStore, PatientStore
 
 #: mesh-sandbox's canned mailboxes and workflows (mesh-api.md section 9.3), seeded in demo mode.
 DEMO_MAILBOXES = (
@@ -59,12 +59,16 @@ DEMO_PATIENTS = (
 )
 
 
+class DirectoryServiceStore(DirectoryStore, PatientStore, Protocol):
+    """The directory, and the demo patients seeded beside the demo mailboxes."""
+
+
 class SandboxFileError(ValueError):
     """A line of a sandbox JSONL file could not be read; the message names the file and line."""
 
 
 class Directory:
-    def __init__(self, store: MetadataStore, *, clock: Clock = SYSTEM_CLOCK):
+    def __init__(self, store: DirectoryServiceStore, *, clock: Clock = SYSTEM_CLOCK):
         self._store = store
         self._clock = clock
 

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from broker.blobs.protocol import BlobStore
 from broker.clock import SYSTEM_CLOCK, Clock
@@ -16,14 +17,21 @@ from broker.models import Event, Status
 from broker.services.reports import NDR_DEACTIVATED, NDR_EXPIRED, Reports
 from broker.store.protocol import (
     DuplicateMessageId,
-    MetadataStore,
+    LifecycleStore,
     NonDelivery,
     StoreError,
+    StoreStats,
+    TokenStore,
     Undeliverable,
     UndeliverableCandidate,
 )
 
 log = logging.getLogger("broker.housekeeping")
+
+
+class HousekeepingStore(TokenStore, LifecycleStore, StoreStats, Protocol):
+    """What housekeeping changes (tokens, the lifecycle) and samples (the figures)."""
+
 
 #: Rows one store transaction claims: large enough to drain a backlog quickly, small enough to keep
 #: transactions (and the row locks other nodes skip) short.
@@ -38,7 +46,7 @@ UPLOAD_ABANDONED = ("SEND", "02", "Upload abandoned: not every chunk arrived bef
 class Housekeeping:
     def __init__(
         self,
-        store: MetadataStore,
+        store: HousekeepingStore,
         blobs: BlobStore,
         reports: Reports,
         *,

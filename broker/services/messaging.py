@@ -7,8 +7,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from broker import nhs
 from broker.blobs.protocol import BlobStore
@@ -28,7 +27,9 @@ from broker.store.protocol import (
     DuplicateMessageId,
     FilterOp,
     InboxCursor,
-    MetadataStore,
+    InboxStore,
+    MailboxLookup,
+    MessageStore,
     WorkflowFilter,
 )
 
@@ -98,10 +99,14 @@ def parse_workflow_filter(text: str | None) -> WorkflowFilter | None:
     return WorkflowFilter(FilterOp.EQUALS, body, negate)
 
 
+class MessagingStore(MailboxLookup, MessageStore, InboxStore, Protocol):
+    """What the messaging rules read and change."""
+
+
 class Messaging:
     def __init__(
         self,
-        store: MetadataStore,
+        store: MessagingStore,
         blobs: BlobStore,
         directory: Directory,
         *,
@@ -281,7 +286,9 @@ class Messaging:
             raise BrokerError(ErrorCode.DATA_FILE_MISSING, message_id=message_id)
         now = self._clock.now()
         try:
-            outcome = await self._store.add_chunk(chunk, now, now + self._inbox_expiry)
+            outcome = await self._store.add_chunk(
+                chunk, Event(Status.ACCEPTED, now, *DELIVERED), now + self._inbox_expiry
+            )
         except BaseException:
             await asyncio.shield(self._drop(chunk))
             raise
@@ -324,16 +331,6 @@ class Messaging:
         if chunk.blob_key:
             await self._blobs.delete(chunk.blob_key)
 
-    def chunk_bytes(self, chunk: Chunk, piece_size: int) -> AsyncIterator[bytes]:
-        """A stored chunk's bytes as stored (not yet checked against its SHA-256): from its row or its blob."""
-        if chunk.data is not None:
-            return _once(chunk.data)
-        return self._blobs.get(chunk.blob_key, piece_size=piece_size)
-
-    def chunk_path(self, chunk: Chunk) -> Path | None:
-        """A local file holding the chunk, for zero-copy sends; None for an inline chunk or a remote store."""
-        return None if chunk.data is not None else self._blobs.local_path(chunk.blob_key)
-
     # Receiving -------------------------------------------------------------------------------------------
     async def download(self, recipient: Mailbox, message_id: str, number: int) -> tuple[Message, Chunk]:
         """The message and chunk the recipient may download now, or the MESH error that says why not."""
@@ -368,7 +365,8 @@ class Messaging:
             raise BrokerError(ErrorCode.MESSAGE_NOT_FOUND, message_id=message_id)
         if message.recipient.mailbox_id != recipient.mailbox_id:
             raise BrokerError(ErrorCode.FORBIDDEN, message_id=message_id)
-        if message.status is Status.ACCEPTED and await self._store.acknowledge(message_id, self._clock.now()):
+        acknowledged = Event(Status.ACKNOWLEDGED, self._clock.now())
+        if message.status is Status.ACCEPTED and await self._store.acknowledge(message_id, acknowledged):
             self._metrics.messages_acknowledged.labels(self._metrics.workflow(message.workflow_id)).inc()
 
     async def inbox(
@@ -458,10 +456,6 @@ async def _prefixed(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
     yield head
     async for piece in rest:
         yield piece
-
-
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 def _parse_time(text: str) -> datetime:

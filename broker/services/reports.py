@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from broker.clock import SYSTEM_CLOCK, Clock
 from broker.ids import new_message_id
 from broker.models import CENTRAL_SYSTEM, Chunk, Event, Message, MessageMeta, MessageType, Party, Status
-from broker.store.protocol import MetadataStore, NonDelivery
+from broker.store.protocol import MessageStore, NonDelivery
 
 #: The live service's NDR wording (mesh-api.md section 7.6), kept whatever MESH_INBOX_EXPIRY is: clients match it.
 NDR_EXPIRED = "Message not collected by recipient after 5 days"
@@ -31,7 +31,7 @@ class PreparedReport:
 
 
 class Reports:
-    def __init__(self, store: MetadataStore, *, inbox_expiry: timedelta, clock: Clock = SYSTEM_CLOCK):
+    def __init__(self, store: MessageStore, *, inbox_expiry: timedelta, clock: Clock = SYSTEM_CLOCK):
         self._store = store
         self._inbox_expiry = inbox_expiry
         self._clock = clock
@@ -57,7 +57,7 @@ class Reports:
         """The claim that makes an accepted message undeliverable, with the NDR for its sender (section 7.6):
         code 14, event SEND, LinkedMsgID the original, workflow, subject and local ID copied unchanged.
 
-        Hand it to MetadataStore.mark_undeliverable, which stores the report only if the claim is won. taken
+        Hand it to LifecycleStore.mark_undeliverable, which stores the report only if the claim is won. taken
         holds report IDs already used in this batch (one clock reading can serve hundreds of reports) and gains
         this one. An expiring REPORT gets the event but no report.
         """

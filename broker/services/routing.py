@@ -14,7 +14,7 @@ from broker import nhs
 from broker.demographics.protocol import Demographics, DemographicsUnavailable
 from broker.errors import BrokerError, ErrorCode
 from broker.models import Mailbox
-from broker.store.protocol import MetadataStore
+from broker.store.protocol import DirectoryStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +30,7 @@ class RouteFailure:
 
 
 class GpRouting:
-    def __init__(self, store: MetadataStore, demographics: Demographics):
+    def __init__(self, store: DirectoryStore, demographics: Demographics):
         self._store = store
         self._demographics = demographics
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from broker.clock import SYSTEM_CLOCK, Clock
 from broker.errors import BrokerError, ErrorCode
 from broker.models import Event, Mailbox, Message, Party, Status
 from broker.services.reports import NDR_EXPIRED, Reports
-from broker.store.protocol import MetadataStore
+from broker.store.protocol import AdminStore, MailboxLookup, MessageStore
+
+
+class SandboxStore(MailboxLookup, MessageStore, AdminStore, Protocol):
+    """What the sandbox's administration routes read and change."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +31,7 @@ class ReportRequest:
 
 
 class SandboxAdmin:
-    def __init__(self, store: MetadataStore, reports: Reports, *, clock: Clock = SYSTEM_CLOCK):
+    def __init__(self, store: SandboxStore, reports: Reports, *, clock: Clock = SYSTEM_CLOCK):
         self._store = store
         self._reports = reports
         self._clock = clock

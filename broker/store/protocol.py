@@ -1,4 +1,8 @@
-"""The MetadataStore Protocol: every metadata read and state change the broker makes, one method each."""
+"""The metadata store, cut by role: each caller depends on the few methods it uses (auth on a mailbox lookup and
+the replay cache, housekeeping on the lifecycle and the figures, and so on), and MetadataStore is all of them
+with a lifetime. The contract of each method is its docstring; tests/contract checks it against both stores.
+
+Every state change is one transaction. Methods raise StoreError for backend failures."""
 
 from __future__ import annotations
 
@@ -80,24 +84,19 @@ class ChunkOutcome(enum.Enum):
     NOT_FOUND = "not_found"
 
 
-class MetadataStore(Protocol):
-    """Metadata for mailboxes, workflows, messages, chunks, events and auth tokens.
+class MailboxLookup(Protocol):
+    """The one directory read every request makes."""
 
-    Every state change is one transaction. Methods raise StoreError for backend failures.
-    """
-
-    async def open(self) -> None:
-        """Connect and apply pending migrations."""
-
-    async def close(self) -> None:
-        """Release connections; the store is unusable afterwards."""
-
-    # Directory -------------------------------------------------------------------------------------------
     async def get_mailbox(self, mailbox_id: str) -> Mailbox | None:
         """The mailbox with this (upper-case) ID, active or not."""
 
+
+class DirectoryStore(MailboxLookup, Protocol):
+    """Mailboxes and workflows. Lookups by ID may be served from memory, so a change is seen by every node
+    within a bounded time (SQLite: 0.1 s; PostgreSQL: on the database's notification, at most 5 s)."""
+
     async def put_mailbox(self, mailbox: Mailbox) -> None:
-        """Create or replace a mailbox."""
+        """Create or replace a mailbox (when and with what client it last handshook is kept)."""
 
     async def list_mailboxes(self) -> list[Mailbox]:
         """All mailboxes ordered by ID."""
@@ -106,7 +105,7 @@ class MetadataStore(Protocol):
         """How many mailboxes exist."""
 
     async def record_handshake(self, mailbox_id: str, client: str, at: datetime) -> None:
-        """Remember when and with what client a mailbox last handshook."""
+        """Remember when and with what client a mailbox last handshook (bookkeeping: may skip the fsync)."""
 
     async def put_workflow(self, workflow: Workflow) -> None:
         """Create or replace a workflow with its senders and receivers."""
@@ -118,44 +117,61 @@ class MetadataStore(Protocol):
         """All workflows ordered by ID."""
 
     async def receivers(self, workflow_id: str, ods_code: str | None = None) -> list[Mailbox]:
-        """Active mailboxes registered to receive the workflow, optionally only those of one ODS code."""
+        """Active mailboxes registered to receive the workflow, optionally only those of one ODS code
+        (compared case-insensitively), ordered by ID."""
 
-    # Local demographics directory ------------------------------------------------------------------------
+
+class PatientStore(Protocol):
+    """The local demographics directory GP routing reads when no PDS is configured."""
+
     async def put_patients(self, patients: Sequence[Patient]) -> None:
         """Create or replace patients by NHS number, all in one transaction."""
 
     async def get_patient(self, nhs_number: str) -> Patient | None:
         """The patient with this NHS number, or None."""
 
-    # Auth ------------------------------------------------------------------------------------------------
+
+class TokenStore(Protocol):
+    """The replay cache: each NHSMESH token is accepted once."""
+
     async def use_token(self, token_key: str, expires_at: datetime) -> bool:
-        """Record a token as used; False if it was already used (a replay)."""
+        """Record a token as used; False if it was already used (a replay). Concurrent calls with one key: one
+        True."""
 
     async def purge_tokens(self, now: datetime) -> int:
         """Forget tokens whose expiry has passed; returns how many."""
 
-    # Messages --------------------------------------------------------------------------------------------
+
+class MessageStore(Protocol):
+    """Messages as senders and recipients change them: a send, its chunks, delivery, acknowledgement."""
+
     async def create_message(self, message: Message, first_chunk: Chunk) -> None:
         """Insert a message, its chunk 1 (bytes included when the chunk is inline) and its events. Raises
         DuplicateMessageId."""
 
     async def get_message(self, message_id: str) -> Message | None:
-        """The message with its events, or None."""
+        """The message with its events (oldest first), or None."""
 
     async def get_message_and_chunk(self, message_id: str, number: int) -> tuple[Message | None, Chunk | None]:
-        """The message and one of its chunks in one round trip (the download path)."""
+        """The message and one of its chunks together (the download path)."""
 
-    async def add_chunk(self, chunk: Chunk, at: datetime, expires_at: datetime) -> ChunkOutcome:
-        """Store chunk n of an uploading message; the last missing chunk delivers it (status accepted,
-        delivered_at = at, expires_at). file_size is kept equal to the sum of the stored chunk sizes, while
-        uploading too. Re-storing a chunk replaces it and
-        queues the replaced blob as an orphan. NOT_UPLOADING and NOT_FOUND change nothing."""
+    async def add_chunk(self, chunk: Chunk, delivery: Event, expires_at: datetime) -> ChunkOutcome:
+        """Store chunk n of an uploading message; the last missing chunk delivers it: its status becomes the
+        delivery event's, delivered_at the event's time, expires_at as given, and the event is appended.
+        file_size is kept equal to the sum of the stored chunk sizes, while uploading too. Re-storing a chunk
+        replaces it and queues the replaced blob as an orphan. Chunks of one message at different nodes are
+        serialised. NOT_UPLOADING and NOT_FOUND change nothing."""
 
-    async def acknowledge(self, message_id: str, at: datetime) -> bool:
-        """Move an accepted message to acknowledged; False (and no change) from any other status."""
+    async def acknowledge(self, message_id: str, event: Event) -> bool:
+        """Move an accepted message to the event's status (acknowledged_at and status_at its time) and append
+        it; False (and no change) from any other status. Of racing calls exactly one is True."""
 
-    async def append_event(self, message_id: str, event: Event) -> bool:
-        """Append an event and make its status the message's status; False if the message is unknown."""
+    async def find_by_local_id(self, sender: str, local_id: str, limit: int = 2) -> list[Message]:
+        """The sender's messages with this local ID, newest first."""
+
+
+class InboxStore(Protocol):
+    """A mailbox's lists: the inbox in delivery order, and the rich lists of what it sent and received."""
 
     async def list_inbox(
         self,
@@ -172,24 +188,6 @@ class MetadataStore(Protocol):
     async def count_inbox(self, recipient: str) -> int:
         """How many accepted messages wait in the recipient's inbox."""
 
-    async def count_accepted(self) -> int:
-        """How many accepted messages wait across all inboxes (the inbox-depth gauge)."""
-
-    def pool_usage(self) -> tuple[int, int] | None:
-        """(open, busy) connections of a pooled store; None for stores without a pool."""
-
-    def directory_listening(self) -> bool | None:
-        """For a store that caches the directory on word of changes (PostgreSQL): whether it hears them now, and
-        so serves mailboxes and workflows from memory. None for stores with nothing to hear (SQLite's cache is
-        told by a stamp file; a PostgreSQL store with the cache turned off)."""
-
-    async def storage_bytes(self) -> dict[str, int]:
-        """Bytes the store occupies, by part: "database" always; the embedded store adds "wal" (its write-ahead
-        log, which a stuck checkpoint would let grow), "tokens" and "tokens_wal" (the replay cache's file)."""
-
-    async def find_by_local_id(self, sender: str, local_id: str, limit: int = 2) -> list[Message]:
-        """The sender's messages with this local ID, newest first."""
-
     async def list_messages(
         self,
         mailbox_id: str,
@@ -202,7 +200,11 @@ class MetadataStore(Protocol):
         message to the mailbox except those still uploading, OUTBOX every message from it, in any status. The
         cursor (created_at, message_id of the last message) is set when more may follow."""
 
-    # Housekeeping and sandbox admin ----------------------------------------------------------------------
+
+class LifecycleStore(Protocol):
+    """What housekeeping changes: non-delivery, abandoned uploads, retention, orphaned blobs. Each change is
+    claimed so that nodes running housekeeping at once never do one piece twice."""
+
     async def undeliverable_candidates(self, now: datetime, limit: int) -> list[UndeliverableCandidate]:
         """Up to limit accepted messages whose expires_at is at or before now (EXPIRED, oldest expiry first),
         then those whose recipient mailbox is deactivated (DEACTIVATED). A plain read: nothing is claimed."""
@@ -225,8 +227,54 @@ class MetadataStore(Protocol):
     async def known_blob_keys(self, keys: list[str]) -> set[str]:
         """Which of keys a chunk row points at (the rest, if old enough, are crash leftovers)."""
 
+    async def take_orphan_blobs(self, limit: int) -> list[str]:
+        """Blob keys no row points at any more, removed from the queue as they are returned."""
+
+
+class AdminStore(Protocol):
+    """The sandbox's administration routes (never switched on over a production store)."""
+
+    async def append_event(self, message_id: str, event: Event) -> bool:
+        """Append an event and make its status the message's; False if the message is unknown."""
+
     async def delete_mailbox_messages(self, mailbox_id: str | None) -> int:
         """Delete messages to or from one mailbox (None: all), queueing their blobs as orphans."""
 
-    async def take_orphan_blobs(self, limit: int) -> list[str]:
-        """Blob keys no row points at any more, removed from the queue as they are returned."""
+
+class StoreStats(Protocol):
+    """Figures the metrics sample."""
+
+    async def count_accepted(self) -> int:
+        """How many accepted messages wait across all inboxes (the inbox-depth gauge)."""
+
+    async def storage_bytes(self) -> dict[str, int]:
+        """Bytes the store occupies, by part: "database" always; the embedded store adds "wal" (its write-ahead
+        log, which a stuck checkpoint would let grow), "tokens" and "tokens_wal" (the replay cache's file)."""
+
+    def pool_usage(self) -> tuple[int, int] | None:
+        """(open, busy) connections of a pooled store; None for stores without a pool."""
+
+    def directory_listening(self) -> bool | None:
+        """For a store that caches the directory on word of changes (PostgreSQL): whether it hears them now, and
+        so serves mailboxes and workflows from memory. None for stores with nothing to hear (SQLite's cache is
+        told by a stamp file; a PostgreSQL store with the cache turned off)."""
+
+
+class MetadataStore(
+    DirectoryStore,
+    PatientStore,
+    TokenStore,
+    MessageStore,
+    InboxStore,
+    LifecycleStore,
+    AdminStore,
+    StoreStats,
+    Protocol,
+):
+    """Every role, with a lifetime: what the app factory and the CLI open and hand out."""
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+
+    async def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""

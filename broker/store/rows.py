@@ -18,16 +18,8 @@ def to_micros(at: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def maybe_micros(at: datetime | None) -> int | None:
-    return None if at is None else to_micros(at)
-
-
 def from_micros(value: int) -> datetime:
     return datetime.fromtimestamp(value // 1_000_000, UTC).replace(microsecond=value % 1_000_000)
-
-
-def maybe_datetime(value: int | None) -> datetime | None:
-    return None if value is None else from_micros(value)
 
 
 def party_json(party: Party) -> str:
@@ -100,10 +92,11 @@ def patient_from_row(row: Any) -> Patient:
     return Patient(nhs_number=row[0], date_of_birth=born, family_name=row[2], gp_ods_code=row[3])
 
 
-def event_from_row(row: Any) -> Event:
+def event_from_row(row: Any, to_time: Callable[[Any], datetime]) -> Event:
+    """A `get_events` row; to_time reads the store's times."""
     return Event(
         status=Status(row[0]),
-        timestamp=from_micros(row[1]),
+        timestamp=to_time(row[1]),
         event=row[2],
         code=row[3],
         description=row[4],
@@ -138,12 +131,8 @@ def message_from_row(row: Any, events: tuple[Event, ...], to_time: Callable[[Any
     )
 
 
-def message_values(message: Message, from_time: Callable[[datetime], Any]) -> tuple[Any, ...]:
-    """The `insert_message` parameters (the same columns in every store); from_time writes the store's times."""
-
-    def maybe(value: datetime | None) -> Any:
-        return None if value is None else from_time(value)
-
+def message_values(message: Message) -> tuple[Any, ...]:
+    """The `insert_message` parameters (times as datetimes: each store's runner binds them its own way)."""
     return (
         message.message_id,
         message.message_type.value,
@@ -158,11 +147,11 @@ def message_values(message: Message, from_time: Callable[[datetime], Any]) -> tu
         message.meta.local_id,
         message.status.value,
         message.file_size,
-        from_time(message.created_at),
-        maybe(message.delivered_at),
-        maybe(message.expires_at),
-        maybe(message.acknowledged_at),
-        from_time(message.status_at or message.created_at),
+        message.created_at,
+        message.delivered_at,
+        message.expires_at,
+        message.acknowledged_at,
+        message.status_at or message.created_at,
         message.linked_message_id,
     )
 

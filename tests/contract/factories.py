@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from broker.models import Chunk, Event, Mailbox, Message, MessageMeta, MessageType, Party, Status, Workflow
+from broker.services.messaging import DELIVERED
 from broker.store.protocol import MetadataStore
 
 #: A time with microseconds, so stores that drop precision fail loudly.
@@ -97,3 +98,13 @@ async def deliver(store: MetadataStore, mid: str, **kw: Any) -> Message:
     message = accepted(mid, **kw)
     await store.create_message(message, chunk(mid, 1, message.file_size))
     return message
+
+
+def delivery_event(at: datetime) -> Event:
+    """The event the last missing chunk records (what Messaging passes to add_chunk)."""
+    return Event(Status.ACCEPTED, at, *DELIVERED)
+
+
+def ack_event(at: datetime) -> Event:
+    """The event an acknowledgement records (what Messaging passes to acknowledge)."""
+    return Event(Status.ACKNOWLEDGED, at)

@@ -21,8 +21,10 @@ from broker.store.protocol import (
 from tests.contract.factories import (
     EXPIRY,
     T0,
+    ack_event,
     chunk,
     deliver,
+    delivery_event,
     mailbox,
     message_id,
     uploading,
@@ -245,13 +247,13 @@ async def test_add_chunk_outcomes_and_delivery(store: MetadataStore) -> None:
     at = T0 + timedelta(minutes=3, microseconds=5)
     expires = at + EXPIRY
 
-    assert await store.add_chunk(chunk(mid, 2, 20), at - SECOND, expires) is ChunkOutcome.STORED
+    assert await store.add_chunk(chunk(mid, 2, 20), delivery_event(at - SECOND), expires) is ChunkOutcome.STORED
     pending = await store.get_message(mid)
     assert pending is not None and pending.status is Status.UPLOADING and pending.delivered_at is None
     assert pending.file_size == 10 + 20  # the running total of stored chunks, while uploading too
     assert await inbox_ids(store) == []
 
-    assert await store.add_chunk(chunk(mid, 3, 33), at, expires) is ChunkOutcome.COMPLETED
+    assert await store.add_chunk(chunk(mid, 3, 33), delivery_event(at), expires) is ChunkOutcome.COMPLETED
     done = await store.get_message(mid)
     assert done is not None
     assert done.status is Status.ACCEPTED
@@ -262,13 +264,16 @@ async def test_add_chunk_outcomes_and_delivery(store: MetadataStore) -> None:
     assert await inbox_ids(store) == [mid]
     assert await store.count_inbox("BOB") == 1
 
-    assert await store.add_chunk(chunk(mid, 2, 99, suffix="late"), at + SECOND, expires) is ChunkOutcome.NOT_UPLOADING
+    assert (
+        await store.add_chunk(chunk(mid, 2, 99, suffix="late"), delivery_event(at + SECOND), expires)
+        is ChunkOutcome.NOT_UPLOADING
+    )
     assert await store.get_message(mid) == done
     assert await store.get_message_and_chunk(mid, 2) == (done, chunk(mid, 2, 20))
     assert await take_all_orphans(store) == []
 
     missing = message_id(2)
-    assert await store.add_chunk(chunk(missing, 2), at, expires) is ChunkOutcome.NOT_FOUND
+    assert await store.add_chunk(chunk(missing, 2), delivery_event(at), expires) is ChunkOutcome.NOT_FOUND
     assert await store.get_message(missing) is None
 
 
@@ -276,7 +281,7 @@ async def test_add_chunk_outcomes_and_delivery(store: MetadataStore) -> None:
 async def test_delivery_waits_for_every_chunk_whatever_the_order(store: MetadataStore, order: tuple[int, ...]) -> None:
     mid = message_id(1)
     await store.create_message(uploading(mid, 4), chunk(mid, 1, 1))
-    outcomes = [await store.add_chunk(chunk(mid, n, n), T0 + n * SECOND, T0 + EXPIRY) for n in order]
+    outcomes = [await store.add_chunk(chunk(mid, n, n), delivery_event(T0 + n * SECOND), T0 + EXPIRY) for n in order]
     assert outcomes == [ChunkOutcome.STORED, ChunkOutcome.STORED, ChunkOutcome.COMPLETED]
     done = await store.get_message(mid)
     assert done is not None and done.status is Status.ACCEPTED
@@ -288,15 +293,15 @@ async def test_re_adding_a_chunk_replaces_it_and_orphans_the_old_blob(store: Met
     mid = message_id(1)
     await store.create_message(uploading(mid, 3), chunk(mid, 1, 10))
     first, second = chunk(mid, 2, 20, suffix="a"), chunk(mid, 2, 25, suffix="b")
-    assert await store.add_chunk(first, T0, T0 + EXPIRY) is ChunkOutcome.STORED
-    assert await store.add_chunk(second, T0, T0 + EXPIRY) is ChunkOutcome.STORED
+    assert await store.add_chunk(first, delivery_event(T0), T0 + EXPIRY) is ChunkOutcome.STORED
+    assert await store.add_chunk(second, delivery_event(T0), T0 + EXPIRY) is ChunkOutcome.STORED
     message, stored = await store.get_message_and_chunk(mid, 2)
     assert stored == second
     assert message is not None and message.status is Status.UPLOADING
     assert await store.take_orphan_blobs(10) == [first.blob_key]
     assert await store.take_orphan_blobs(10) == []
 
-    assert await store.add_chunk(chunk(mid, 3, 30), T0, T0 + EXPIRY) is ChunkOutcome.COMPLETED
+    assert await store.add_chunk(chunk(mid, 3, 30), delivery_event(T0), T0 + EXPIRY) is ChunkOutcome.COMPLETED
     done = await store.get_message(mid)
     assert done is not None and done.file_size == 10 + 25 + 30
 
@@ -304,8 +309,8 @@ async def test_re_adding_a_chunk_replaces_it_and_orphans_the_old_blob(store: Met
 async def test_re_adding_a_chunk_with_the_same_key_orphans_nothing(store: MetadataStore) -> None:
     mid = message_id(1)
     await store.create_message(uploading(mid, 3), chunk(mid, 1, 10))
-    assert await store.add_chunk(chunk(mid, 2, 20), T0, T0 + EXPIRY) is ChunkOutcome.STORED
-    assert await store.add_chunk(chunk(mid, 2, 20), T0, T0 + EXPIRY) is ChunkOutcome.STORED
+    assert await store.add_chunk(chunk(mid, 2, 20), delivery_event(T0), T0 + EXPIRY) is ChunkOutcome.STORED
+    assert await store.add_chunk(chunk(mid, 2, 20), delivery_event(T0), T0 + EXPIRY) is ChunkOutcome.STORED
     assert await take_all_orphans(store) == []
 
 
@@ -316,7 +321,7 @@ async def test_acknowledge_once_only_from_accepted(store: MetadataStore) -> None
     mid = message_id(1)
     await deliver(store, mid)
     at = T0 + timedelta(hours=1, microseconds=17)
-    assert await store.acknowledge(mid, at) is True
+    assert await store.acknowledge(mid, ack_event(at)) is True
     acked = await store.get_message(mid)
     assert acked is not None
     assert acked.status is Status.ACKNOWLEDGED
@@ -325,15 +330,15 @@ async def test_acknowledge_once_only_from_accepted(store: MetadataStore) -> None
     assert await inbox_ids(store) == []
     assert await store.count_inbox("BOB") == 0
 
-    assert await store.acknowledge(mid, at + SECOND) is False
+    assert await store.acknowledge(mid, ack_event(at + SECOND)) is False
     assert await store.get_message(mid) == acked
-    assert await store.acknowledge(message_id(2), at) is False
+    assert await store.acknowledge(message_id(2), ack_event(at)) is False
 
 
 async def test_concurrent_acknowledges_exactly_one_wins(store: MetadataStore) -> None:
     mid = message_id(1)
     await deliver(store, mid)
-    results = await asyncio.gather(*(store.acknowledge(mid, T0 + SECOND) for _ in range(8)))
+    results = await asyncio.gather(*(store.acknowledge(mid, ack_event(T0 + SECOND)) for _ in range(8)))
     assert sorted(results) == [False] * 7 + [True]
     acked = await store.get_message(mid)
     assert acked is not None
@@ -349,7 +354,7 @@ async def test_acknowledge_refuses_other_statuses(store: MetadataStore, status: 
         await deliver(store, mid)
         assert await store.append_event(mid, Event(status, T0 + SECOND, "SEND", "14", "gone"))
     before = await store.get_message(mid)
-    assert await store.acknowledge(mid, T0 + 2 * SECOND) is False
+    assert await store.acknowledge(mid, ack_event(T0 + 2 * SECOND)) is False
     assert await store.get_message(mid) == before
 
 
@@ -373,14 +378,14 @@ async def test_re_accepting_an_acknowledged_message_lists_it_again(store: Metada
     mid, other = message_id(1), message_id(2)
     await deliver(store, mid, delivered_at=T0)
     await deliver(store, other, delivered_at=T0 + SECOND)
-    assert await store.acknowledge(mid, T0 + 2 * SECOND)
+    assert await store.acknowledge(mid, ack_event(T0 + 2 * SECOND))
     assert await inbox_ids(store) == [other]
     assert await store.append_event(mid, Event(Status.ACCEPTED, T0 + 3 * SECOND, "TRANSFER", "00", "re-placed"))
     got = await store.get_message(mid)
     assert got is not None and got.status is Status.ACCEPTED
     assert set(await inbox_ids(store)) == {mid, other}
     assert await store.count_inbox("BOB") == 2
-    assert await store.acknowledge(mid, T0 + 4 * SECOND) is True
+    assert await store.acknowledge(mid, ack_event(T0 + 4 * SECOND)) is True
 
 
 # Inbox listing ------------------------------------------------------------------------------------------------
@@ -396,7 +401,7 @@ async def test_inbox_lists_only_the_recipients_accepted_messages_by_delivery_the
     await deliver(store, message_id(6), recipient="CAROL")
     await store.create_message(uploading(message_id(7), 2), chunk(message_id(7), 1))
     await deliver(store, message_id(8))
-    await store.acknowledge(message_id(8), T0)
+    await store.acknowledge(message_id(8), ack_event(T0))
 
     expected = [message_id(n) for n in (2, 5, 3, 4, 1)]
     assert await inbox_ids(store) == expected
@@ -529,7 +534,7 @@ async def _three_messages(store: MetadataStore) -> dict[str, list[str]]:
     """ALICE->BOB (chunked, 2 chunks), CAROL->ALICE, CAROL->DAVE; returns the blob keys per message."""
     to_bob, to_alice, to_dave = message_id(1), message_id(2), message_id(3)
     await store.create_message(uploading(to_bob, 2), chunk(to_bob, 1))
-    await store.add_chunk(chunk(to_bob, 2), T0, T0 + EXPIRY)
+    await store.add_chunk(chunk(to_bob, 2), delivery_event(T0), T0 + EXPIRY)
     await deliver(store, to_alice, sender="CAROL", recipient="ALICE")
     await deliver(store, to_dave, sender="CAROL", recipient="DAVE")
     return {
@@ -582,9 +587,9 @@ async def test_chunk_digests_round_trip_and_follow_a_re_upload(store: MetadataSt
     await store.create_message(uploading(mid, 3), first)
     assert (await store.get_message_and_chunk(mid, 1))[1] == first
     second = replace(chunk(mid, 2, 7), sha256="b" * 64)
-    assert await store.add_chunk(second, T0 + SECOND, T0 + EXPIRY) is ChunkOutcome.STORED
+    assert await store.add_chunk(second, delivery_event(T0 + SECOND), T0 + EXPIRY) is ChunkOutcome.STORED
     resent = replace(chunk(mid, 2, 8, suffix="b"), sha256="c" * 64)
-    assert await store.add_chunk(resent, T0 + 2 * SECOND, T0 + EXPIRY) is ChunkOutcome.STORED
+    assert await store.add_chunk(resent, delivery_event(T0 + 2 * SECOND), T0 + EXPIRY) is ChunkOutcome.STORED
     assert (await store.get_message_and_chunk(mid, 2))[1] == resent
 
 
@@ -594,7 +599,7 @@ async def test_count_accepted_spans_every_inbox(store: MetadataStore) -> None:
     await deliver(store, message_id(2))
     await store.create_message(uploading(message_id(3), 2), chunk(message_id(3), 1))
     assert await store.count_accepted() == 2
-    await store.acknowledge(message_id(1), T0 + SECOND)
+    await store.acknowledge(message_id(1), ack_event(T0 + SECOND))
     assert await store.count_accepted() == 1
 
 

@@ -16,7 +16,7 @@ from broker.store import queries
 from broker.store.protocol import DuplicateMessageId
 from broker.store.rows import mailbox_values, to_micros
 from broker.store.sqlite import Q, SqliteStore
-from tests.contract.factories import T0, accepted, chunk, deliver, mailbox, message_id
+from tests.contract.factories import T0, accepted, ack_event, chunk, deliver, mailbox, message_id
 
 #: A little over the directory cache's check interval (0.1 s).
 CHECK_INTERVAL = 0.15
@@ -80,8 +80,8 @@ async def test_two_stores_on_one_file_see_each_others_writes(tmp_path: Path) -> 
         assert await a.get_message(message_id(1)) == message
         assert await a.list_inbox("BOB", 10) == ([message_id(1)], None)
 
-        assert await a.acknowledge(message_id(1), T0) is True
-        assert await b.acknowledge(message_id(1), T0) is False
+        assert await a.acknowledge(message_id(1), ack_event(T0)) is True
+        assert await b.acknowledge(message_id(1), ack_event(T0)) is False
         assert await b.count_inbox("BOB") == 0
 
         # A token used through one process is a replay through the other.
@@ -122,7 +122,7 @@ async def test_a_write_raising_in_python_is_rolled_back_alone(tmp_path: Path) ->
     try:
         outcomes = await asyncio.gather(
             store.put_mailbox(mailbox("BEFORE")),
-            store._write(half_then_fail),
+            store._connections.write(half_then_fail),
             store.put_mailbox(mailbox("AFTER")),
             return_exceptions=True,
         )
@@ -229,7 +229,7 @@ async def test_a_failing_write_alone_in_its_batch_runs_once(tmp_path: Path) -> N
 
     try:
         with pytest.raises(LookupError):
-            await store._write(fail)
+            await store._connections.write(fail)
         assert calls == [1]
     finally:
         await store.close()

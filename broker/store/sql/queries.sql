@@ -1,0 +1,224 @@
+-- Named queries both metadata stores run as written. Placeholders are `?`; the loader renumbers them $1, $2, ...
+-- for PostgreSQL. A block starts with "-- name: <name>" and a line saying what it is for. Statements that truly
+-- differ between the dialects (arrays, row locks) live in sqlite.sql and postgres.sql under the same names.
+-- Status literals ('accepted', 'uploading') stay in SQL where a partial index names them (0007); a test checks
+-- every one is a models.Status value.
+
+-- Directory ---------------------------------------------------------------------------------------------------
+
+-- name: get_mailbox
+-- One mailbox by ID, active or not (every request's caller; a send's recipient).
+SELECT mailbox_id, password, mailbox_name, ods_code, org_code, org_name, billing_entity, active
+FROM mailboxes WHERE mailbox_id = ?;
+
+-- name: put_mailbox
+-- Create or replace a mailbox (the handshake columns last_seen_at and last_client are kept).
+INSERT INTO mailboxes (mailbox_id, password, mailbox_name, ods_code, org_code, org_name, billing_entity, active)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (mailbox_id) DO UPDATE SET
+    password = excluded.password, mailbox_name = excluded.mailbox_name, ods_code = excluded.ods_code,
+    org_code = excluded.org_code, org_name = excluded.org_name, billing_entity = excluded.billing_entity,
+    active = excluded.active;
+
+-- name: list_mailboxes
+-- Every mailbox, by ID (the CLI's listing).
+SELECT mailbox_id, password, mailbox_name, ods_code, org_code, org_name, billing_entity, active
+FROM mailboxes ORDER BY mailbox_id;
+
+-- name: count_mailboxes
+-- How many mailboxes exist (demo seeding runs only on an empty directory).
+SELECT count(*) FROM mailboxes;
+
+-- name: record_handshake
+-- When and with what client a mailbox last handshook.
+UPDATE mailboxes SET last_seen_at = ?, last_client = ? WHERE mailbox_id = ?;
+
+-- name: put_workflow
+-- Create or replace a workflow's own row (its members follow in the same transaction).
+INSERT INTO workflows (workflow_id, restricted, patient_addressing) VALUES (?, ?, ?)
+ON CONFLICT (workflow_id) DO UPDATE SET
+    restricted = excluded.restricted, patient_addressing = excluded.patient_addressing;
+
+-- name: clear_workflow_members
+-- Forget a workflow's senders and receivers before its new list is written.
+DELETE FROM workflow_members WHERE workflow_id = ?;
+
+-- name: add_workflow_member
+-- One sender or receiver of a workflow.
+INSERT INTO workflow_members (workflow_id, role, mailbox_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING;
+
+-- name: get_workflow
+-- One workflow's own row, or nothing when it was never registered (unrestricted).
+SELECT workflow_id, restricted, patient_addressing FROM workflows WHERE workflow_id = ?;
+
+-- name: list_workflows
+-- Every workflow's own row, by ID.
+SELECT workflow_id, restricted, patient_addressing FROM workflows ORDER BY workflow_id;
+
+-- name: workflow_members
+-- A workflow's senders and receivers.
+SELECT role, mailbox_id FROM workflow_members WHERE workflow_id = ? ORDER BY mailbox_id;
+
+-- name: receivers
+-- Active mailboxes registered to receive a workflow (endpoint lookup).
+SELECT m.mailbox_id, m.password, m.mailbox_name, m.ods_code, m.org_code, m.org_name, m.billing_entity, m.active
+FROM workflow_members w JOIN mailboxes m ON m.mailbox_id = w.mailbox_id
+WHERE w.workflow_id = ? AND w.role = 'receiver' AND m.active
+ORDER BY m.mailbox_id;
+
+-- name: receivers_by_ods
+-- Active receivers of a workflow within one ODS code (endpoint lookup; GP routing).
+SELECT m.mailbox_id, m.password, m.mailbox_name, m.ods_code, m.org_code, m.org_name, m.billing_entity, m.active
+FROM workflow_members w JOIN mailboxes m ON m.mailbox_id = w.mailbox_id
+WHERE w.workflow_id = ? AND w.role = 'receiver' AND m.active AND upper(m.ods_code) = upper(?)
+ORDER BY m.mailbox_id;
+
+-- Local demographics directory ---------------------------------------------------------------------------------
+
+-- name: put_patient
+-- Create or replace one patient of the local demographics directory.
+INSERT INTO patients (nhs_number, date_of_birth, family_name, gp_ods_code) VALUES (?, ?, ?, ?)
+ON CONFLICT (nhs_number) DO UPDATE SET
+    date_of_birth = excluded.date_of_birth, family_name = excluded.family_name, gp_ods_code = excluded.gp_ods_code;
+
+-- name: get_patient
+-- One patient by NHS number (GP routing).
+SELECT nhs_number, date_of_birth, family_name, gp_ods_code FROM patients WHERE nhs_number = ?;
+
+-- Replay cache -------------------------------------------------------------------------------------------------
+
+-- name: use_token
+-- Record a token as used; returns a row only when it was not already there (otherwise it is a replay).
+INSERT INTO auth_tokens (token_key, expires_at) VALUES (?, ?) ON CONFLICT (token_key) DO NOTHING RETURNING 1;
+
+-- name: purge_tokens
+-- Forget tokens whose expiry has passed.
+DELETE FROM auth_tokens WHERE expires_at < ?;
+
+-- Messages -----------------------------------------------------------------------------------------------------
+
+-- name: insert_message
+-- A new message row (a send, a report); its first chunk and events follow in the same transaction.
+INSERT INTO messages (
+    message_id, message_type, sender, sender_party, recipient, recipient_party, workflow_id, total_chunks,
+    content_encoding, meta, local_id, status, file_size, created_at, delivered_at, expires_at,
+    acknowledged_at, status_at, linked_message_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: insert_chunk
+-- A message's first chunk, with its bytes when they are kept inline (blob_key '').
+INSERT INTO message_chunks (message_id, chunk_number, blob_key, size, sha256, data) VALUES (?, ?, ?, ?, ?, ?);
+
+-- name: insert_event
+-- The next event of a message (its seq one more than the last; the message row is locked or the writer single).
+INSERT INTO message_events (message_id, seq, status, at, event, code, description, linked_message_id)
+VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM message_events WHERE message_id = ?), ?, ?, ?, ?, ?, ?);
+
+-- name: get_message
+-- One message's row; the columns rows.message_from_row reads.
+SELECT message_id, message_type, sender_party, recipient_party, workflow_id, total_chunks, content_encoding,
+       meta, status, created_at, file_size, delivered_at, expires_at, acknowledged_at, status_at,
+       linked_message_id
+FROM messages WHERE message_id = ?;
+
+-- name: get_events
+-- One message's events, oldest first (tracking, the status history).
+SELECT status, at, event, code, description, linked_message_id
+FROM message_events WHERE message_id = ? ORDER BY seq;
+
+-- name: get_chunk
+-- One stored chunk of a message (download; a re-sent chunk's replaced blob).
+SELECT blob_key, size, sha256, data FROM message_chunks WHERE message_id = ? AND chunk_number = ?;
+
+-- name: upsert_chunk
+-- Store chunk n of an uploading message, replacing one sent before.
+INSERT INTO message_chunks (message_id, chunk_number, blob_key, size, sha256, data) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (message_id, chunk_number) DO UPDATE SET
+    blob_key = excluded.blob_key, size = excluded.size, sha256 = excluded.sha256, data = excluded.data;
+
+-- name: chunk_totals
+-- How many chunks of a message are stored, and their bytes together.
+SELECT count(*), CAST(coalesce(sum(size), 0) AS BIGINT) FROM message_chunks WHERE message_id = ?;
+
+-- name: set_file_size
+-- Keep file_size equal to the stored chunks' bytes while a message uploads.
+UPDATE messages SET file_size = ? WHERE message_id = ?;
+
+-- name: deliver
+-- The last missing chunk arrived: the message enters the recipient's inbox.
+UPDATE messages SET status = ?, delivered_at = ?, expires_at = ?, file_size = ?, status_at = ?
+WHERE message_id = ? AND status = ?;
+
+-- name: acknowledge
+-- Move a message from one status to another when it still has the first (of two nodes racing, one wins).
+UPDATE messages SET status = ?, acknowledged_at = ?, status_at = ?
+WHERE message_id = ? AND status = ?;
+
+-- name: set_status
+-- Make an event's status the message's, with the time columns that status implies.
+UPDATE messages SET status = ?, status_at = ?,
+    acknowledged_at = CASE WHEN ? THEN ? ELSE acknowledged_at END,
+    delivered_at = CASE WHEN ? THEN coalesce(delivered_at, ?) ELSE delivered_at END
+WHERE message_id = ?;
+
+-- name: find_by_local_id
+-- A sender's messages carrying one local ID, newest first (tracking by local ID).
+SELECT message_id FROM messages WHERE sender = ? AND local_id = ? ORDER BY created_at DESC LIMIT ?;
+
+-- Inbox and listings -------------------------------------------------------------------------------------------
+-- (The pages themselves are built by store/paging.py: their WHERE clause depends on the cursor and filter.)
+
+-- name: inbox_cursor
+-- Where an inbox page after one of the recipient's messages starts (v1's continue_from is a message ID).
+SELECT delivered_at, message_id FROM messages
+WHERE recipient = ? AND message_id = ? AND delivered_at IS NOT NULL;
+
+-- name: count_inbox
+-- How many messages wait in one inbox.
+SELECT count(*) FROM messages WHERE recipient = ? AND status = 'accepted';
+
+-- name: count_accepted
+-- How many messages wait across all inboxes (the inbox-depth gauge).
+SELECT count(*) FROM messages WHERE status = 'accepted';
+
+-- Lifecycle ----------------------------------------------------------------------------------------------------
+
+-- name: expired_messages
+-- Accepted messages past their inbox expiry, oldest expiry first (housekeeping makes them undeliverable).
+SELECT message_id, message_type, sender_party, recipient_party, workflow_id, total_chunks, content_encoding,
+       meta, status, created_at, file_size, delivered_at, expires_at, acknowledged_at, status_at,
+       linked_message_id
+FROM messages WHERE status = 'accepted' AND expires_at <= ? ORDER BY expires_at LIMIT ?;
+
+-- name: deactivated_messages
+-- Accepted, unexpired messages waiting for a mailbox that has been deactivated.
+SELECT m.message_id, m.message_type, m.sender_party, m.recipient_party, m.workflow_id, m.total_chunks,
+       m.content_encoding, m.meta, m.status, m.created_at, m.file_size, m.delivered_at, m.expires_at,
+       m.acknowledged_at, m.status_at, m.linked_message_id
+FROM messages m JOIN mailboxes b ON b.mailbox_id = m.recipient
+WHERE NOT b.active AND m.status = 'accepted' AND m.expires_at > ?
+ORDER BY m.delivered_at LIMIT ?;
+
+-- name: queue_orphan
+-- Queue one blob no row will point at any more (deleted after commit by housekeeping).
+INSERT INTO orphan_blobs (blob_key, since) VALUES (?, ?) ON CONFLICT DO NOTHING;
+
+-- name: queue_mailbox_orphans
+-- Queue the blobs of every message to or from one mailbox (sandbox reset of a mailbox).
+INSERT INTO orphan_blobs (blob_key, since)
+SELECT c.blob_key, ? FROM message_chunks c JOIN messages m ON m.message_id = c.message_id
+WHERE (m.recipient = ? OR m.sender = ?) AND c.blob_key <> ''
+ON CONFLICT DO NOTHING;
+
+-- name: delete_mailbox_messages
+-- Delete every message to or from one mailbox, with its chunks and events (sandbox reset).
+DELETE FROM messages WHERE recipient = ? OR sender = ?;
+
+-- name: queue_all_orphans
+-- Queue every chunk's blob (sandbox reset of the whole store).
+INSERT INTO orphan_blobs (blob_key, since) SELECT blob_key, ? FROM message_chunks WHERE blob_key <> ''
+ON CONFLICT DO NOTHING;
+
+-- name: delete_all_messages
+-- Delete every message (sandbox reset of the whole store).
+DELETE FROM messages;

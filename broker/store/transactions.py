@@ -1,0 +1,409 @@
+"""Every metadata read and state change, written once for both stores as a plan of statements.
+
+A plan is a generator: it yields a Statement, is sent the result, decides what to run next and finally returns
+the answer. It does no I/O of its own, so the same decisions (which status, which event, which rows) hold on
+SQLite, where a plan runs synchronously on the writer thread or inline, and on PostgreSQL, where it runs as a
+coroutine over a pooled connection (see sql_store.py for the runners). Values are domain values (datetimes,
+lists, enums' values); each runner binds them as its driver wants. Rows come back as the driver gives them, so
+a plan that reads a time column is handed the store's `Times` to read it with.
+
+A plan may be run more than once (SQLite's group commit retries a write alone when its batch fails), so a plan
+function must build a fresh generator each call and keep no state outside it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from broker.models import Chunk, Event, Mailbox, Message, Patient, Status, Workflow
+from broker.store import paging
+from broker.store.protocol import (
+    Box,
+    ChunkOutcome,
+    InboxCursor,
+    NonDelivery,
+    Undeliverable,
+    UndeliverableCandidate,
+    WorkflowFilter,
+)
+from broker.store.rows import (
+    chunk_from_row,
+    chunk_values,
+    event_from_row,
+    mailbox_from_row,
+    mailbox_values,
+    message_from_row,
+    message_values,
+    patient_from_row,
+)
+
+T = TypeVar("T")
+
+
+class Fetch(enum.Enum):
+    """What a statement hands back to its plan."""
+
+    ROW = "row"  # the first row, or None
+    ROWS = "rows"  # every row
+    COUNT = "count"  # how many rows it changed
+    MANY = "many"  # run once per parameter row (executemany); None
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """A named query (from the .sql files) or, for built SQL (paging), its text with `?` placeholders."""
+
+    query: str
+    params: Sequence[Any] = ()
+    fetch: Fetch = Fetch.COUNT
+    built: bool = False
+
+
+Plan = Generator[Statement, Any, T]
+#: Reads a time column as the store keeps it (SQLite: microseconds since the epoch; PostgreSQL: timestamptz).
+Times = Callable[[Any], datetime]
+
+
+def row(query: str, *params: Any) -> Statement:
+    return Statement(query, params, Fetch.ROW)
+
+
+def rows(query: str, *params: Any) -> Statement:
+    return Statement(query, params, Fetch.ROWS)
+
+
+def execute(query: str, *params: Any) -> Statement:
+    return Statement(query, params, Fetch.COUNT)
+
+
+def execute_many(query: str, param_rows: Sequence[Sequence[Any]]) -> Statement:
+    return Statement(query, param_rows, Fetch.MANY)
+
+
+# Directory ---------------------------------------------------------------------------------------------------
+
+
+def get_mailbox(mailbox_id: str) -> Plan[Mailbox | None]:
+    found = yield row("get_mailbox", mailbox_id)
+    return None if found is None else mailbox_from_row(found)
+
+
+def put_mailbox(mailbox: Mailbox) -> Plan[None]:
+    yield execute("put_mailbox", *mailbox_values(mailbox))
+
+
+def list_mailboxes() -> Plan[list[Mailbox]]:
+    found = yield rows("list_mailboxes")
+    return [mailbox_from_row(r) for r in found]
+
+
+def count_mailboxes() -> Plan[int]:
+    return int((yield row("count_mailboxes"))[0])
+
+
+def record_handshake(mailbox_id: str, client: str, at: datetime) -> Plan[None]:
+    yield execute("record_handshake", at, client, mailbox_id)
+
+
+def put_workflow(workflow: Workflow) -> Plan[None]:
+    yield execute("put_workflow", workflow.workflow_id, workflow.restricted, workflow.patient_addressing)
+    yield execute("clear_workflow_members", workflow.workflow_id)
+    members = [(workflow.workflow_id, "sender", m) for m in workflow.senders]
+    members += [(workflow.workflow_id, "receiver", m) for m in workflow.receivers]
+    if members:
+        yield execute_many("add_workflow_member", members)
+
+
+def get_workflow(workflow_id: str) -> Plan[Workflow | None]:
+    found = yield row("get_workflow", workflow_id)
+    return None if found is None else (yield from _workflow(found))
+
+
+def list_workflows() -> Plan[list[Workflow]]:
+    workflows = []
+    for found in (yield rows("list_workflows")):
+        workflows.append((yield from _workflow(found)))
+    return workflows
+
+
+def _workflow(found: Any) -> Plan[Workflow]:
+    members = yield rows("workflow_members", found[0])
+    return Workflow(
+        workflow_id=found[0],
+        restricted=bool(found[1]),
+        senders=tuple(m for role, m in members if role == "sender"),
+        receivers=tuple(m for role, m in members if role == "receiver"),
+        patient_addressing=bool(found[2]),
+    )
+
+
+def receivers(workflow_id: str, ods_code: str | None) -> Plan[list[Mailbox]]:
+    if ods_code is None:
+        found = yield rows("receivers", workflow_id)
+    else:
+        found = yield rows("receivers_by_ods", workflow_id, ods_code)
+    return [mailbox_from_row(r) for r in found]
+
+
+# Local demographics directory --------------------------------------------------------------------------------
+
+
+def put_patients(patients: Sequence[Patient]) -> Plan[None]:
+    if patients:
+        yield execute_many(
+            "put_patient", [(p.nhs_number, p.date_of_birth, p.family_name, p.gp_ods_code) for p in patients]
+        )
+
+
+def get_patient(nhs_number: str) -> Plan[Patient | None]:
+    found = yield row("get_patient", nhs_number)
+    return None if found is None else patient_from_row(found)
+
+
+# Replay cache ------------------------------------------------------------------------------------------------
+
+
+def use_token(token_key: str, expires_at: datetime) -> Plan[bool]:
+    return (yield row("use_token", token_key, expires_at)) is not None
+
+
+def purge_tokens(now: datetime) -> Plan[int]:
+    return int((yield execute("purge_tokens", now)))
+
+
+# Messages ----------------------------------------------------------------------------------------------------
+
+
+def create_message(message: Message, first_chunk: Chunk) -> Plan[None]:
+    yield execute("insert_message", *message_values(message))
+    yield execute("insert_chunk", *chunk_values(first_chunk))
+    for event in message.events:
+        yield from _insert_event(message.message_id, event)
+
+
+def get_message(times: Times, message_id: str) -> Plan[Message | None]:
+    found = yield row("get_message", message_id)
+    if found is None:
+        return None
+    found_events = yield rows("get_events", message_id)
+    events = tuple(event_from_row(e, times) for e in found_events)
+    return message_from_row(found, events, times)
+
+
+def get_message_and_chunk(times: Times, message_id: str, number: int) -> Plan[tuple[Message | None, Chunk | None]]:
+    message = yield from get_message(times, message_id)
+    if message is None:
+        return None, None
+    found = yield row("get_chunk", message_id, number)
+    return message, None if found is None else chunk_from_row(message_id, number, found)
+
+
+def add_chunk(chunk: Chunk, delivery: Event, expires_at: datetime) -> Plan[ChunkOutcome]:
+    """Store chunk n; the last missing one delivers the message with `delivery` (its time is the delivery's).
+    lock_message holds the message row on PostgreSQL, so chunks of one message at different nodes queue."""
+    found = yield row("lock_message", chunk.message_id)
+    if found is None:
+        return ChunkOutcome.NOT_FOUND
+    status, total = found
+    if status != Status.UPLOADING:
+        return ChunkOutcome.NOT_UPLOADING
+    at = delivery.timestamp
+    previous = yield row("get_chunk", chunk.message_id, chunk.number)
+    if previous is not None and previous[0] and previous[0] != chunk.blob_key:
+        yield execute("queue_orphan", previous[0], at)
+    yield execute("upsert_chunk", *chunk_values(chunk))
+    stored, size = yield row("chunk_totals", chunk.message_id)
+    if stored < total:
+        yield execute("set_file_size", size, chunk.message_id)
+        return ChunkOutcome.STORED
+    yield execute("deliver", delivery.status.value, at, expires_at, size, at, chunk.message_id, Status.UPLOADING.value)
+    yield from _insert_event(chunk.message_id, delivery)
+    return ChunkOutcome.COMPLETED
+
+
+def acknowledge(message_id: str, event: Event) -> Plan[bool]:
+    """Move an accepted message to the event's status. Of two nodes racing, the UPDATE's row lock (or the single
+    writer) lets exactly one see it still accepted."""
+    at = event.timestamp
+    changed = yield execute("acknowledge", event.status.value, at, at, message_id, Status.ACCEPTED.value)
+    if changed != 1:
+        return False
+    yield from _insert_event(message_id, event)
+    return True
+
+
+def append_event(message_id: str, event: Event) -> Plan[bool]:
+    """Append an event and make its status the message's; False (and nothing written) for an unknown message."""
+    at = event.timestamp
+    changed = yield execute(
+        "set_status",
+        event.status.value,
+        at,
+        event.status is Status.ACKNOWLEDGED,
+        at,
+        event.status is Status.ACCEPTED,
+        at,
+        message_id,
+    )
+    if changed != 1:
+        return False
+    yield from _insert_event(message_id, event)
+    return True
+
+
+def _insert_event(message_id: str, event: Event) -> Plan[None]:
+    yield execute(
+        "insert_event",
+        message_id,
+        message_id,  # once for the row, once for its next seq
+        event.status.value,
+        event.timestamp,
+        event.event,
+        event.code,
+        event.description,
+        event.linked_message_id,
+    )
+
+
+def find_by_local_id(times: Times, sender: str, local_id: str, limit: int) -> Plan[list[Message]]:
+    found = yield rows("find_by_local_id", sender, local_id, limit)
+    return (yield from _messages(times, [r[0] for r in found]))
+
+
+# Inbox and listings ------------------------------------------------------------------------------------------
+
+
+def list_inbox(
+    times: Times, recipient: str, limit: int, after: InboxCursor | None, workflow_filter: WorkflowFilter | None
+) -> Plan[tuple[list[str], InboxCursor | None]]:
+    params: list[Any] = [recipient]
+    if after is not None:
+        params += [after.delivered_at, after.message_id]
+    shape = None
+    if workflow_filter is not None:
+        shape = (workflow_filter.op, workflow_filter.negate)
+        params.append(paging.like_pattern(workflow_filter))
+    params.append(limit + 1)
+    found = yield Statement(paging.inbox_page(after is not None, shape), params, Fetch.ROWS, built=True)
+    page, cursor = _page(times, found, limit)
+    return [r[1] for r in page], cursor
+
+
+def inbox_cursor(times: Times, recipient: str, message_id: str) -> Plan[InboxCursor | None]:
+    found = yield row("inbox_cursor", recipient, message_id)
+    return None if found is None else InboxCursor(times(found[0]), found[1])
+
+
+def count_inbox(recipient: str) -> Plan[int]:
+    return int((yield row("count_inbox", recipient))[0])
+
+
+def count_accepted() -> Plan[int]:
+    return int((yield row("count_accepted"))[0])
+
+
+def list_messages(
+    times: Times, mailbox_id: str, box: Box, since: datetime, limit: int, after: InboxCursor | None
+) -> Plan[tuple[list[Message], InboxCursor | None]]:
+    params: list[Any] = [mailbox_id, since]
+    if after is not None:
+        params += [after.delivered_at, after.message_id]
+    params.append(limit + 1)
+    found = yield Statement(paging.rich_page(box, after is not None), params, Fetch.ROWS, built=True)
+    page, cursor = _page(times, found, limit)
+    return (yield from _messages(times, [r[1] for r in page])), cursor
+
+
+def _messages(times: Times, message_ids: list[str]) -> Plan[list[Message]]:
+    """The listed messages with their events, in order; any deleted meanwhile left out."""
+    messages = []
+    for message_id in message_ids:
+        message = yield from get_message(times, message_id)
+        if message is not None:
+            messages.append(message)
+    return messages
+
+
+def _page(times: Times, found: list[Any], limit: int) -> tuple[list[Any], InboxCursor | None]:
+    """A page's rows (time, message ID) and the cursor after its last one when a row more came back."""
+    page = found[:limit]
+    cursor = InboxCursor(times(page[-1][0]), page[-1][1]) if len(found) > limit else None
+    return page, cursor
+
+
+# Lifecycle ---------------------------------------------------------------------------------------------------
+
+
+def undeliverable_candidates(times: Times, now: datetime, limit: int) -> Plan[list[UndeliverableCandidate]]:
+    expired = yield rows("expired_messages", now, limit)
+    found = [UndeliverableCandidate(message_from_row(r, (), times), Undeliverable.EXPIRED) for r in expired]
+    if len(found) < limit:
+        deactivated = yield rows("deactivated_messages", now, limit - len(found))
+        found += [
+            UndeliverableCandidate(message_from_row(r, (), times), Undeliverable.DEACTIVATED) for r in deactivated
+        ]
+    return found
+
+
+def mark_undeliverable(claims: list[NonDelivery]) -> Plan[list[str]]:
+    """Claim those still accepted (on PostgreSQL, and not held by another node), then change them and store
+    their reports; the others are left alone, their reports unstored."""
+    if not claims:
+        return []
+    accepted = yield rows("claim_accepted", [c.message_id for c in claims])
+    still = {r[0] for r in accepted}
+    claimed = [c for c in claims if c.message_id in still]
+    for claim in claimed:
+        yield from append_event(claim.message_id, claim.event)
+        if claim.report is not None and claim.report_chunk is not None:
+            yield from create_message(claim.report, claim.report_chunk)
+    return [c.message_id for c in claimed]
+
+
+def abandon_uploads(created_before: datetime, event: Event, limit: int) -> Plan[list[str]]:
+    claimed = yield rows("claim_abandoned_uploads", created_before, limit)
+    ids = [r[0] for r in claimed]
+    if ids:
+        yield from _queue_and_drop_chunks(ids, event.timestamp)
+        for message_id in ids:
+            yield from append_event(message_id, event)
+    return ids
+
+
+def purge_messages(created_before: datetime, now: datetime, limit: int) -> Plan[list[str]]:
+    claimed = yield rows("claim_retention_expired", created_before, limit)
+    ids = [r[0] for r in claimed]
+    if ids:
+        yield from _queue_and_drop_chunks(ids, now)
+        yield execute("delete_messages", ids)
+    return ids
+
+
+def _queue_and_drop_chunks(message_ids: list[str], since: datetime) -> Plan[None]:
+    """Queue the messages' chunk blobs as orphans (deleted after commit), then delete the chunk rows."""
+    yield execute("queue_message_orphans", since, message_ids)
+    yield execute("delete_message_chunks", message_ids)
+
+
+def known_blob_keys(keys: list[str]) -> Plan[set[str]]:
+    if not keys:
+        return set()
+    found = yield rows("known_blob_keys", keys)
+    return {r[0] for r in found}
+
+
+def delete_mailbox_messages(mailbox_id: str | None, now: datetime) -> Plan[int]:
+    if mailbox_id is None:
+        yield execute("queue_all_orphans", now)
+        return int((yield execute("delete_all_messages")))
+    yield execute("queue_mailbox_orphans", now, mailbox_id, mailbox_id)
+    return int((yield execute("delete_mailbox_messages", mailbox_id, mailbox_id)))
+
+
+def take_orphan_blobs(limit: int) -> Plan[list[str]]:
+    taken = yield rows("take_orphans", limit)
+    return [r[0] for r in taken]
