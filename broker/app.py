@@ -32,6 +32,7 @@ from broker.keys import (
     SANDBOX_ADMIN,
     SETTINGS,
     STORE,
+    TRANSFER,
 )
 from broker.metrics import Metrics
 from broker.services.directory import Directory
@@ -42,6 +43,7 @@ from broker.services.routing import GpRouting
 from broker.services.sandbox_admin import SandboxAdmin
 from broker.settings import Settings
 from broker.store.protocol import MetadataStore
+from broker.transfer import Transfer
 
 log = logging.getLogger("broker.app")
 
@@ -74,6 +76,7 @@ def create_app(
     app[BLOBS] = MeteredBlobStore(inner_blobs, app[METRICS], backend=type(inner_blobs).__name__)
     expiry = settings.inbox_expiry
     app[BUDGET] = MemoryBudget(settings.transfer_memory_bytes)
+    app[TRANSFER] = Transfer(app[BLOBS], app[BUDGET], app[METRICS])
     app[AUTHENTICATOR] = Authenticator(
         app[STORE],
         shared_key,

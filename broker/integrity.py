@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import AsyncIterable, AsyncIterator
-from pathlib import Path
 
 from broker.errors import BrokerError, ErrorCode
 from broker.models import Chunk
@@ -40,14 +40,17 @@ class Meter:
             yield piece
 
 
-def file_matches(path: Path, chunk: Chunk, block: int = 1024 * 1024) -> bool:
-    """Whether a stored file still has the chunk's recorded size and SHA-256 (blocking: run it on a thread)."""
+def descriptor_matches(fd: int, chunk: Chunk, block: int = 1024 * 1024) -> bool:
+    """Whether the open file behind fd has the chunk's recorded size and SHA-256 (blocking: run it on a thread).
+
+    It reads with pread, never moving the file's offset, so it can run while the same open file is being sent
+    (sendfile's fallback reads from that offset).
+    """
     digest = hashlib.sha256()
     seen = 0
-    with path.open("rb", buffering=0) as handle:
-        while data := handle.read(block):
-            digest.update(data)
-            seen += len(data)
+    while data := os.pread(fd, block, seen):
+        digest.update(data)
+        seen += len(data)
     matches = seen == chunk.size and (not chunk.sha256 or digest.hexdigest() == chunk.sha256)
     if not matches:
         _log_corrupt(chunk, seen)

@@ -21,6 +21,7 @@ from broker.services.reports import Reports
 from broker.services.sandbox_admin import SandboxAdmin
 from broker.settings import Settings
 from broker.store.protocol import MetadataStore
+from broker.transfer import Transfer
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
@@ -35,6 +36,7 @@ REPORTS = web.AppKey("reports", Reports)
 SANDBOX_ADMIN = web.AppKey("sandbox_admin", SandboxAdmin)
 HOUSEKEEPING = web.AppKey("housekeeping", Housekeeping)
 DEMOGRAPHICS = web.AppKey("demographics", Demographics)
+TRANSFER = web.AppKey("transfer", Transfer)
 
 
 class Auth(enum.Enum):

@@ -56,8 +56,10 @@ class FilesystemBlobStore:
         except OSError as exc:
             raise BlobError(f"filesystem error: {exc}") from exc
 
-    def local_path(self, key: str) -> Path | None:
-        return self._path(key)
+    async def open_file(self, key: str) -> BinaryIO | None:
+        # Opened on the pool like every other file call, so a missing blob is BlobNotFound here, not a raw
+        # FileNotFoundError for the caller to know about.
+        return await self._run(_open, self._path(key), "rb")
 
     async def put(self, key: str, data: AsyncIterable[bytes]) -> int:
         """Write straight to the blob's own path, fsync the file and its folder, and only then return, so the row

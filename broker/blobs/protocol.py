@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 
 class BlobError(Exception):
@@ -38,8 +37,10 @@ class BlobStore(Protocol):
     async def close(self) -> None:
         """Release resources."""
 
-    def local_path(self, key: str) -> Path | None:
-        """A local file holding the blob's bytes, for zero-copy sends; None where there is none (S3)."""
+    async def open_file(self, key: str) -> BinaryIO | None:
+        """The blob as an open, read-only, unbuffered local file for the kernel to send zero-copy (the caller
+        closes it); None where the store keeps no local files (S3), and the caller streams get() instead.
+        Raises BlobNotFound, like get: no operating-system error leaves the store raw."""
 
     async def put(self, key: str, data: AsyncIterable[bytes]) -> int:
         """Stream data under key and return its size. Durable when it returns. If data raises, nothing is

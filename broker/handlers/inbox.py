@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import secrets
-import time
-import zlib
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from urllib.parse import urlencode
 
 from aiohttp import web
 
 from broker import headers, views
-from broker.blobs.protocol import BlobError
 from broker.errors import ValidationFailed
 from broker.handlers.common import caller, chunk_number, int_query, message_id, version
-from broker.integrity import ChunkCorrupted, file_matches, verified
-from broker.keys import BUDGET, DIRECTORY, MESSAGING, METRICS
-from broker.models import Chunk
+from broker.keys import DIRECTORY, MESSAGING, TRANSFER
 from broker.services.messaging import INBOX_DEFAULT_PAGE
-
-log = logging.getLogger("broker.download")
-
-#: Bytes read from the blob store per write to the socket; each download holds about this much.
-DOWNLOAD_PIECE = 256 * 1024
-#: On-the-fly gzip favours speed: the client asked for gzip to save bandwidth, not for the smallest file.
-GZIP_LEVEL = 1
-GZIP_WBITS = 31  # gzip container
+from broker.transfer import Coding
 
 
 async def handshake(request: web.Request) -> web.Response:
@@ -83,50 +67,17 @@ async def download(request: web.Request) -> web.StreamResponse:
     message, chunk = await request.app[MESSAGING].download(caller(request), message_id(request), number)
     api = version(request)
     stored_gzip = message.content_encoding == "gzip"
-    client_gzip = headers.accepts_gzip(request.headers.get("Accept-Encoding"))
-    messaging = request.app[MESSAGING]
-    blob = verified(messaging.chunk_bytes(chunk, DOWNLOAD_PIECE), chunk)
-    length: int | None = None
-    if stored_gzip and not client_gzip:
-        pieces, gzip_response = _gunzipped(blob), False
-    elif not stored_gzip and client_gzip and api == headers.V2 and chunk.size:
-        pieces, gzip_response = _gzipped(blob), True
-    else:
-        pieces, gzip_response, length = blob, stored_gzip, chunk.size
-
+    coding = _coding(stored_gzip, request, may_gzip=api == headers.V2 and chunk.size > 0)
     response = web.StreamResponse(
         status=206 if number < message.total_chunks else 200,
         headers=views.message_headers(
             message,
             number,
-            gzip_response=gzip_response,
+            gzip_response=coding.gzipped(stored_gzip),
             content_type=views.download_content_type(message, api),
         ),
     )
-    if length is not None:
-        response.content_length = length
-    metrics = request.app[METRICS]
-    started = time.perf_counter()
-    await response.prepare(request)
-    path = messaging.chunk_path(chunk) if length else None
-    try:
-        if path is None or not await _sendfile(request, response, path, chunk):
-            async with request.app[BUDGET].reserve(DOWNLOAD_PIECE):
-                async for piece in pieces:
-                    await response.write(piece)
-                    metrics.bytes_sent.inc(len(piece))
-    except (ChunkCorrupted, BlobError, FileNotFoundError) as exc:
-        if isinstance(exc, ChunkCorrupted):
-            metrics.chunks_corrupt.inc()
-        # Headers are gone already: the only honest signal left is to cut the body short.
-        log.exception("download aborted", extra={"action": "download_aborted", "message_id": message.message_id})
-        response.force_close()
-        if request.transport is not None:
-            request.transport.abort()
-        return response
-    await response.write_eof()
-    metrics.chunk_download_duration.observe(time.perf_counter() - started)
-    return response
+    return await request.app[TRANSFER].send(request, response, chunk, coding)
 
 
 async def acknowledge(request: web.Request) -> web.Response:
@@ -135,51 +86,12 @@ async def acknowledge(request: web.Request) -> web.Response:
     return views.acknowledged(target, version(request))
 
 
-async def _sendfile(request: web.Request, response: web.StreamResponse, path: Path, chunk: Chunk) -> bool:
-    """Send a stored file zero-copy with the kernel's sendfile, all but its last byte; the last byte goes
-    only once a check on a worker thread, run alongside, has found the file's size and SHA-256 intact.
-
-    False (nothing sent) where the event loop has no sendfile (uvloop): the caller streams instead.
-    """
-    loop = asyncio.get_running_loop()
-    if type(loop).sendfile is asyncio.AbstractEventLoop.sendfile:
-        return False  # the abstract method only raises NotImplementedError
-    transport = request.transport
-    if transport is None:
-        raise ConnectionResetError("connection lost")
-    with path.open("rb") as handle:
-        check = loop.run_in_executor(None, file_matches, path, chunk)
-        if chunk.size > 1:
-            await loop.sendfile(transport, handle, 0, chunk.size - 1)
-        if not await check:
-            raise ChunkCorrupted(f"{chunk.message_id} chunk {chunk.number}")
-        handle.seek(chunk.size - 1)
-        await response.write(handle.read(1))
-    request.app[METRICS].bytes_sent.inc(chunk.size)
-    return True
-
-
-def _gzipped(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """gzip a stream for a v2 client that asked for it."""
-    codec = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS)
-    return _transcoded(pieces, codec.compress, codec.flush)
-
-
-def _gunzipped(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Undo the sender's gzip for a client that did not ask for it."""
-    codec = zlib.decompressobj(wbits=GZIP_WBITS)
-    return _transcoded(pieces, codec.decompress, codec.flush)
-
-
-async def _transcoded(
-    pieces: AsyncIterator[bytes], feed: Callable[[bytes], bytes], flush: Callable[[], bytes]
-) -> AsyncIterator[bytes]:
-    """Run a zlib codec over a stream off the event loop, piece by piece (zlib releases the GIL)."""
-    loop = asyncio.get_running_loop()
-    async for piece in pieces:
-        out = await loop.run_in_executor(None, feed, piece)
-        if out:
-            yield out
-    tail = flush()
-    if tail:
-        yield tail
+def _coding(stored_gzip: bool, request: web.Request, *, may_gzip: bool) -> Coding:
+    """gzip negotiation: a client that did not ask for gzip gets plain bytes; one that did gets gzip, encoded
+    on the fly only where may_gzip (v2, and not empty: the live service never gzips for v1)."""
+    client_gzip = headers.accepts_gzip(request.headers.get("Accept-Encoding"))
+    if stored_gzip and not client_gzip:
+        return Coding.GUNZIP
+    if not stored_gzip and client_gzip and may_gzip:
+        return Coding.GZIP
+    return Coding.AS_STORED

@@ -100,6 +100,28 @@ async def test_missing_keys_raise_blob_not_found(blobs: BlobStore) -> None:
         await blobs.size("nope")
 
 
+async def test_open_file_is_the_blob_or_none(blobs: BlobStore) -> None:
+    """Zero-copy is a capability: a store hands out a local file holding exactly the blob, or None (S3)."""
+    data = payload(MIB + 3, seed=3)
+    await blobs.put("day/m/1.ab", stream(split(data, 64 * 1024)))
+    handle = await blobs.open_file("day/m/1.ab")
+    if handle is None:
+        return
+    with handle:
+        assert handle.fileno() >= 0  # a real descriptor, for the kernel's sendfile
+        assert handle.read() == data
+
+
+async def test_open_file_of_a_missing_key_is_blob_not_found_or_none(blobs: BlobStore) -> None:
+    """A missing blob is BlobNotFound here too, never the operating system's FileNotFoundError."""
+    for key in ("nope", "no/such/folder/blob"):
+        try:
+            handle = await blobs.open_file(key)
+        except BlobNotFound:
+            continue
+        assert handle is None
+
+
 async def test_get_is_lazy_until_first_iteration(blobs: BlobStore) -> None:
     pieces = blobs.get("nope")
     with pytest.raises(BlobNotFound):
@@ -127,6 +149,8 @@ async def test_invalid_keys_raise_blob_error(blobs: BlobStore, key: str) -> None
         await blobs.size(key)
     with pytest.raises(BlobError):
         await blobs.delete(key)
+    with pytest.raises(BlobError):
+        await blobs.open_file(key)
 
 
 async def test_concurrent_puts_of_different_keys(blobs: BlobStore) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from broker.blobs import s3
 from broker.blobs.protocol import BlobError, BlobNotFound
-from tests.s3_server import ACCESS_KEY, REGION, SECRET_KEY, fake_credentials, moto_server
+from broker.devsupport.s3_server import ACCESS_KEY, REGION, SECRET_KEY, fake_credentials, moto_server
 
 MiB = 1024 * 1024
 PART = s3.MIN_PART_SIZE
@@ -245,6 +245,12 @@ async def test_missing_key_raises_blob_not_found(s3_store: s3.S3BlobStore) -> No
         await s3_store.size("missing")
     with pytest.raises(BlobNotFound):
         await anext(s3_store.get("missing"))
+
+
+async def test_no_local_file_so_downloads_stream(s3_store: s3.S3BlobStore) -> None:
+    """S3 offers no zero-copy: open_file answers None, with no request, and downloads stream get() instead."""
+    await s3_store.put("msg/1", pieces(b"stored", 3))
+    assert await s3_store.open_file("msg/1") is None
 
 
 async def test_delete_is_idempotent(s3_store: s3.S3BlobStore, raw: Any, bucket: str) -> None:

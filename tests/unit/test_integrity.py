@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from broker.errors import BrokerError, ErrorCode
-from broker.integrity import ChunkCorrupted, Meter, file_matches, verified
+from broker.integrity import ChunkCorrupted, Meter, descriptor_matches, verified
 from broker.models import Chunk
 
 DATA = b"0123456789" * 100
@@ -67,7 +68,15 @@ async def test_damaged_chunk_never_yields_its_last_piece(stored: bytes) -> None:
     assert len(b"".join(received)) < len(DATA)  # the client is never handed the whole chunk
 
 
-def test_file_matches_checks_size_and_digest(tmp_path: Path) -> None:
+def file_matches(path: Path, chunk: Chunk) -> bool:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return descriptor_matches(fd, chunk)
+    finally:
+        os.close(fd)
+
+
+def test_descriptor_matches_checks_size_and_digest(tmp_path: Path) -> None:
     stored = tmp_path / "chunk"
     stored.write_bytes(DATA)
     assert file_matches(stored, record(DATA))
