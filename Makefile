@@ -6,7 +6,7 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 STAMP_BENCH := $(VENV)/.installed-bench
 
-.PHONY: promtool serve test lint typecheck unit bench bench-compare bench-latency bench-large clean
+.PHONY: postgres promtool serve test lint typecheck unit bench bench-compare bench-latency bench-large clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,21 +39,31 @@ promtool:
 	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
-test: lint typecheck promtool
+# PostgreSQL's server programs for the suite's throwaway clusters (broker/devsupport/pg_server.py finds them on
+# PATH or under /usr/lib/postgresql); Debian's postgresql package is installed when neither has them.
+postgres:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
+
+test: lint typecheck promtool postgres
 	$(BIN)/python -m pytest -q
+
+# Fast tier: ruff, mypy and tests/unit only; needs no PostgreSQL, moto or promtool.
+unit: lint typecheck
+	$(BIN)/python -m pytest -q tests/unit
 
 # Locust load test (benchmarks/load.py); extra flags through BENCH_ARGS, e.g. make bench BENCH_ARGS='--users 8'.
 bench: $(STAMP_BENCH)
-	PYTHONPATH=. $(BIN)/python benchmarks/load.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/load.py $(BENCH_ARGS)
 
 bench-compare: $(STAMP_BENCH)
-	PYTHONPATH=. $(BIN)/python benchmarks/load.py --compare-sandbox $(BENCH_ARGS)
+	$(BIN)/python benchmarks/load.py --compare-sandbox $(BENCH_ARGS)
 
 bench-latency: $(STAMP_DEV)
-	PYTHONPATH=. $(BIN)/python benchmarks/latency.py --backend both
+	$(BIN)/python benchmarks/latency.py --backend both
 
 bench-large: $(STAMP_DEV)
-	PYTHONPATH=. $(BIN)/python benchmarks/large_transfer.py
+	$(BIN)/python benchmarks/large_transfer.py
 
 clean:
 	rm -rf $(VENV) .mesh-data .pytest_cache .mypy_cache .ruff_cache

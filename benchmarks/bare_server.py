@@ -5,7 +5,7 @@ memory, on uvloop and orjson like the broker. Whatever rate it reaches under ben
 machine is what the load generator and one Python event loop allow; `load.py --ceiling` runs it in the same
 run as the broker so the broker's figures can be read as a fraction of it.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bare_server.py PORT
+    .venv/bin/python benchmarks/bare_server.py PORT
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ check counts all N messages stored at once.
 Sizes take units: KB/MB/GB are powers of 1000 (the broker's per-request limit is 100 MB = 100,000,000 bytes),
 KiB/MiB/GiB powers of 1024. Bounded: every case has a deadline and the script stops by itself.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/large_transfer.py --quick --backend both --markdown
-    PYTHONPATH=. .venv/bin/python benchmarks/large_transfer.py --sizes 20GiB --chunks 100MB
-    PYTHONPATH=. .venv/bin/python benchmarks/large_transfer.py --sizes 1GiB --chunks 100MB --concurrent 8
+    .venv/bin/python benchmarks/large_transfer.py --quick --backend both --markdown
+    .venv/bin/python benchmarks/large_transfer.py --sizes 20GiB --chunks 100MB
+    .venv/bin/python benchmarks/large_transfer.py --sizes 1GiB --chunks 100MB --concurrent 8
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from benchmarks.latency import Tokens, backend, free_port, start_broker, wait_ready
+from latency import Tokens, backend, free_port, start_broker, wait_ready
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

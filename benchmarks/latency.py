@@ -146,11 +146,11 @@ async def run(base: str, messages: int, concurrency: int, size: int) -> dict[str
 @contextmanager
 def backend(name: str) -> Iterator[dict[str, str]]:
     """Environment for the broker: nothing for the embedded default; a throwaway PostgreSQL cluster and
-    moto's S3 server for postgres+s3 (the test suite's own helpers)."""
+    moto's S3 server for postgres+s3 (broker.devsupport, which the test suite uses too)."""
     if name == "embedded":
         yield {}
         return
-    from tests import pg_server, s3_server
+    from broker.devsupport import pg_server, s3_server
 
     with pg_server.cluster() as admin_dsn, s3_server.moto_server() as endpoint:
         pg_server.prepare_template(admin_dsn)

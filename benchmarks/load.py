@@ -11,8 +11,8 @@ operation's median exceeds 0.2 s or its p99 exceeds 1 s (the national KPIs).
 benchmarks/results/.sandbox-venv, STORE_MODE=memory AUTH_MODE=full) and prints broker/sandbox ratios. The
 sandbox's mailboxes come only from its packaged mailboxes.jsonl, so in that mode both servers use X26ABC1..3.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/load.py --users 64 --duration 60
-    PYTHONPATH=. .venv/bin/python benchmarks/load.py --backend postgres+s3 --compare-sandbox
+    .venv/bin/python benchmarks/load.py --users 64 --duration 60
+    .venv/bin/python benchmarks/load.py --backend postgres+s3 --compare-sandbox
 
 --ceiling also runs the locustfile against benchmarks/bare_server.py (in-memory, no checks) in the same run,
 with one Locust process per core (--ceiling-processes), since there the load generator is the bottleneck.
@@ -45,9 +45,9 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.budget import Cost, budget, describe
-from benchmarks.latency import backend, free_port, wait_ready
-from benchmarks.seed import seed
+from budget import Cost, budget, describe
+from latency import backend, free_port, wait_ready
+from seed import seed
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -231,7 +231,6 @@ def run_locust(
     ]
     if processes != 1:
         command += ["--processes", str(processes)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
     log = prefix.with_name(prefix.name + ".log")
     print(
         f"[{label}] locust: {args.users} users, {processes} process(es), {args.duration} s -> {prefix}_stats.csv",
@@ -239,7 +238,7 @@ def run_locust(
     )
     started = time.perf_counter()
     with log.open("wb") as out:
-        locust = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        locust = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
         deadline = started + args.duration + 120
         while True:
             pid, status, usage = os.wait4(locust.pid, os.WNOHANG)

@@ -1,12 +1,14 @@
 """Fill an embedded data directory with acknowledged messages, for the "flat from empty to a million" check.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/seed.py DATA_DIR --count 1000000 --mailboxes LOAD001,LOAD002
+    .venv/bin/python benchmarks/seed.py DATA_DIR --count 1000000 --mailboxes LOAD001,LOAD002
 
-Rows go in through the store's own named SQL and row mapping (`insert_message`, `insert_chunk`,
-`insert_event`, `message_values`), in batches of one transaction each, so they are exactly what the broker
-would have written for a send, delivery and acknowledgement; only the bytes are left out (acknowledged
-messages are never downloaded again). Times are spread over the 4 days before now, inside every expiry and
-retention period.
+Messages go in through the store's public interface only: the store is built from Settings(data_dir=DATA_DIR)
+as the broker builds it (`broker.backends.metadata_store`), opened (which creates and migrates the schema),
+and given each message with `create_message(message, first_chunk)`, already acknowledged and carrying the
+events a send, delivery and acknowledgement would have recorded. Many run at once (BATCH at a time), so the
+SQLite store's group-commit writer joins them into shared commits. Each message has one 1 KiB chunk kept
+inline, as the broker keeps a small chunk (MESH_INLINE_CHUNK_BYTES). Times are spread over the 4 days before
+now, inside every expiry and retention period.
 """
 
 from __future__ import annotations
@@ -15,29 +17,28 @@ import argparse
 import asyncio
 import hashlib
 import random
-import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from broker.backends import metadata_store
 from broker.ids import new_message_id
 from broker.models import Chunk, Event, Message, MessageMeta, MessageType, Party, Status
-from broker.store import queries
-from broker.store.rows import chunk_values, message_values, to_micros
-from broker.store.sqlite import SqliteStore, event_values
+from broker.settings import Settings
 
-BATCH = 20_000
-
+#: create_message calls in flight at once: enough to keep the writer's commits full (it joins up to 64).
+BATCH = 512
 
 #: Every seeded message carries the same 1 KiB body (its content does not matter, its size does).
 PAYLOAD = bytes(range(256)) * 4
 PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
 
 
-def acknowledged(sender: str, recipient: str, at: datetime, workflow_id: str) -> tuple[Message, list[Event]]:
+def acknowledged(sender: str, recipient: str, at: datetime, workflow_id: str) -> Message:
+    """A message sent at `at`, delivered at once and acknowledged 30 s later, with those events."""
     message_id = new_message_id(at)
     acked = at + timedelta(seconds=30)
-    message = Message(
+    return Message(
         message_id=message_id,
         message_type=MessageType.DATA,
         sender=Party(sender),
@@ -48,53 +49,44 @@ def acknowledged(sender: str, recipient: str, at: datetime, workflow_id: str) ->
         meta=MessageMeta(file_name=f"{message_id}.dat"),
         status=Status.ACKNOWLEDGED,
         created_at=at,
-        file_size=1024,
+        file_size=len(PAYLOAD),
         delivered_at=at,
         expires_at=at + timedelta(days=5),
         acknowledged_at=acked,
         status_at=acked,
+        events=(
+            Event(Status.ACCEPTED, at, "TRANSFER", "00", "Transferred to recipient mailbox"),
+            Event(Status.ACKNOWLEDGED, acked),
+        ),
     )
-    events = [
-        Event(Status.ACCEPTED, at, "TRANSFER", "00", "Transferred to recipient mailbox"),
-        Event(Status.ACKNOWLEDGED, acked),
-    ]
-    return message, events
 
 
-def seed(data_dir: Path, count: int, mailboxes: list[str], workflow_id: str = "LOAD_TEST") -> float:
-    """Insert `count` acknowledged messages between the mailboxes; returns rows per second."""
-    path = data_dir / "mesh.sqlite3"
-    store = SqliteStore(path)
-    asyncio.run(store.open())  # creates and migrates the schema
-    asyncio.run(store.close())
-    sql = queries.load("sqlite.sql")
-    rng = random.Random(20261125)
-    now = datetime.now(UTC)
-    started = time.perf_counter()
-    conn = sqlite3.connect(path, isolation_level=None)
+async def seed_store(data_dir: Path, count: int, mailboxes: list[str], workflow_id: str = "LOAD_TEST") -> float:
+    """Create `count` acknowledged messages between the mailboxes; returns messages per second."""
+    store = metadata_store(Settings(data_dir=data_dir))
+    await store.open()  # creates and migrates the schema
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
+        rng = random.Random(20261125)
+        now = datetime.now(UTC)
+        started = time.perf_counter()
         done = 0
         while done < count:
             size = min(BATCH, count - done)
-            rows, chunks, events = [], [], []
+            batch = []
             for _ in range(size):
                 at = now - timedelta(seconds=rng.uniform(3600, 4 * 86_400))
-                message, history = acknowledged(rng.choice(mailboxes), rng.choice(mailboxes), at, workflow_id)
-                rows.append(message_values(message, to_micros))
-                # 1 KiB, kept in the chunk row as the broker keeps it (MESH_INLINE_CHUNK_BYTES).
-                chunks.append(chunk_values(Chunk.inline(message.message_id, 1, PAYLOAD, PAYLOAD_SHA256)))
-                events += [event_values(message.message_id, event) for event in history]
-            conn.execute("BEGIN")
-            conn.executemany(sql["insert_message"], rows)
-            conn.executemany(sql["insert_chunk"], chunks)
-            conn.executemany(sql["insert_event"], events)
-            conn.execute("COMMIT")
+                message = acknowledged(rng.choice(mailboxes), rng.choice(mailboxes), at, workflow_id)
+                batch.append((message, Chunk.inline(message.message_id, 1, PAYLOAD, PAYLOAD_SHA256)))
+            await asyncio.gather(*(store.create_message(message, chunk) for message, chunk in batch))
             done += size
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return count / (time.perf_counter() - started)
     finally:
-        conn.close()
-    return count / (time.perf_counter() - started)
+        await store.close()
+
+
+def seed(data_dir: Path, count: int, mailboxes: list[str], workflow_id: str = "LOAD_TEST") -> float:
+    """seed_store on an event loop of its own; returns messages per second."""
+    return asyncio.run(seed_store(data_dir, count, mailboxes, workflow_id))
 
 
 def main() -> int:

@@ -31,7 +31,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture(scope="session")
 def pg_admin_dsn() -> Iterator[str]:
     """A throwaway PostgreSQL cluster for the session (started only by tests that ask for it)."""
-    from tests import pg_server
+    from broker.devsupport import pg_server
 
     with pg_server.cluster() as admin_dsn:
         pg_server.prepare_template(admin_dsn)
@@ -41,7 +41,7 @@ def pg_admin_dsn() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3 server on 127.0.0.1 for the session (started only by tests that ask for it)."""
-    from tests import s3_server
+    from broker.devsupport import s3_server
 
     with s3_server.moto_server() as url:
         yield url
@@ -50,7 +50,7 @@ def s3_endpoint() -> Iterator[str]:
 @pytest.fixture
 def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake credentials for botocore's chain; a developer's real profile must never be used."""
-    from tests import s3_server
+    from broker.devsupport import s3_server
 
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     for name, value in s3_server.fake_credentials().items():
@@ -63,7 +63,7 @@ BACKENDS = ("embedded", "postgres+s3")
 
 async def production_settings(base: Settings, request: pytest.FixtureRequest) -> Settings:
     """base pointed at a fresh PostgreSQL database and a fresh S3 bucket (moto)."""
-    from tests import pg_server, s3_server
+    from broker.devsupport import pg_server, s3_server
 
     request.getfixturevalue("aws_credentials")
     dsn = await pg_server.clone_database(request.getfixturevalue("pg_admin_dsn"))
@@ -81,7 +81,7 @@ def production_environment(request: pytest.FixtureRequest) -> dict[str, str]:
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from tests import pg_server, s3_server
+    from broker.devsupport import pg_server, s3_server
 
     admin_dsn = request.getfixturevalue("pg_admin_dsn")
     endpoint = request.getfixturevalue("s3_endpoint")

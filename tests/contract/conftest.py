@@ -16,10 +16,10 @@ import pytest
 from broker.blobs.filesystem import FilesystemBlobStore
 from broker.blobs.protocol import BlobStore
 from broker.blobs.s3 import S3BlobStore
+from broker.devsupport import pg_server, s3_server
 from broker.store.postgres import PostgresStore
 from broker.store.protocol import MetadataStore
 from broker.store.sqlite import SqliteStore
-from tests import pg_server, s3_server
 
 StoreFactory = Callable[[Path, Any], contextlib.AbstractAsyncContextManager[MetadataStore]]
 BlobFactory = Callable[[Path, Any], contextlib.AbstractAsyncContextManager[BlobStore]]

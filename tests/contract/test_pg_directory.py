@@ -13,11 +13,11 @@ from importlib import resources
 import asyncpg
 import pytest
 
+from broker.devsupport import pg_server
 from broker.models import Workflow
 from broker.store import queries
 from broker.store.pg_directory import APPLICATION_NAME, CHANNEL
 from broker.store.postgres import PostgresStore
-from tests import pg_server
 from tests.contract.factories import mailbox
 
 #: Well inside the cache's 5 s maximum age: a change seen within this was announced, not aged out.
@@ -206,7 +206,7 @@ async def _true(value: bool) -> bool:
 
 def test_the_trigger_covers_every_cached_mailbox_column() -> None:
     """A column added to the cached mailbox must also be added to the trigger of migration 0006."""
-    select = queries.load("postgres.sql")["get_mailbox"]
+    select = queries.load("postgres")["get_mailbox"]
     cached = {c.strip() for c in re.search(r"SELECT(.*?)FROM", select, re.S).group(1).split(",")}  # type: ignore[union-attr]
     migration = resources.files("broker.store").joinpath("migrations", "postgres", "0006_directory_notify.sql")
     listed = re.search(r"UPDATE OF (.*?)\s+ON mailboxes", migration.read_text(), re.S).group(1)  # type: ignore[union-attr]

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from broker.devsupport import pg_server
 from broker.store.postgres import PostgresStore
-from tests import pg_server
 
 
 @pytest.fixture

@@ -1,8 +1,12 @@
-"""The CPU budget arithmetic benchmarks/load.py prints beside the sandbox comparison."""
+"""The CPU budget arithmetic benchmarks/load.py prints beside the sandbox comparison (benchmarks/budget.py).
+
+Collected by the project's pytest run (testpaths); pytest puts this folder on sys.path, as running a script from
+it does, so it imports its neighbour by plain name like the other scripts here.
+"""
 
 import pytest
 
-from benchmarks.budget import Cost, budget, describe
+from budget import Cost, budget, describe
 
 
 def test_cost_per_cycle_is_cores_over_cycles() -> None:

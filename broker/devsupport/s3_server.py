@@ -1,4 +1,4 @@
-"""A real S3 endpoint for tests: moto's server mode in a subprocess on 127.0.0.1, with fake credentials."""
+"""A real S3 endpoint for tests and benchmarks: moto's server mode in a subprocess on 127.0.0.1, fake credentials."""
 
 from __future__ import annotations
 

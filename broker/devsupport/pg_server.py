@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL cluster for tests, from the server binaries on PATH (or MESH_TEST_DATABASE_URL).
+"""A throwaway PostgreSQL cluster for tests and benchmarks, from the server binaries on PATH or MESH_TEST_DATABASE_URL.
 
 The cluster lives in a temp folder owned by the `postgres` user when the tests run as root (PostgreSQL
 refuses to run as root), listens on 127.0.0.1 only, and is stopped and removed at the end of the session.
@@ -39,6 +39,21 @@ def _as_postgres(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command]
 
 
+def server_binary(name: str) -> str:
+    """A PostgreSQL server program: from PATH, else from Debian's versioned folder (the `postgresql` package
+    installs there and puts only the client programs on PATH); the newest version wins."""
+    found = shutil.which(name)
+    if found:
+        return found
+    debian = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: int(p.parts[-3]))
+    if debian:
+        return str(debian[-1])
+    raise RuntimeError(
+        f"PostgreSQL's {name} is neither on PATH nor under /usr/lib/postgresql (make test installs Debian's "
+        "postgresql package); or set MESH_TEST_DATABASE_URL to a server the tests may create databases on"
+    )
+
+
 @contextmanager
 def cluster() -> Iterator[str]:
     """Yield an admin DSN (database `postgres`) for a running cluster; stop and remove it afterwards."""
@@ -46,8 +61,7 @@ def cluster() -> Iterator[str]:
     if given:
         yield given
         return
-    if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
-        raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) are not on PATH; set MESH_TEST_DATABASE_URL")
+    initdb, pg_ctl = server_binary("initdb"), server_binary("pg_ctl")
     root = Path(tempfile.mkdtemp(prefix="mesh-pg-"))
     data = root / "data"
     if os.geteuid() == 0:
@@ -56,14 +70,14 @@ def cluster() -> Iterator[str]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     subprocess.run(
-        _as_postgres(["initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]),
+        _as_postgres([initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]),
         check=True,
         capture_output=True,
         env=env,
     )
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=200"
     subprocess.run(
-        _as_postgres(["pg_ctl", "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]),
+        _as_postgres([pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]),
         check=True,
         capture_output=True,
         env=env,
@@ -72,7 +86,7 @@ def cluster() -> Iterator[str]:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(
-            _as_postgres(["pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop"]),
+            _as_postgres([pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"]),
             capture_output=True,
             env=env,
         )
@@ -96,12 +110,13 @@ async def create_template(admin_dsn: str) -> None:
     await store.close()
 
 
-async def clone_database(admin_dsn: str) -> str:
-    """A fresh database cloned from the template; returns its DSN."""
+async def clone_database(admin_dsn: str, template: str = TEMPLATE) -> str:
+    """A fresh database cloned from a template (by default the migrated one; `template0` for an empty
+    database); returns its DSN."""
     name = f"mesh_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(admin_dsn)
     try:
-        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
     finally:
         await conn.close()
     return with_database(admin_dsn, name)
