@@ -104,8 +104,11 @@ def _iso(value: date) -> str:
 _ADAPTERS: dict[type, Callable[[Any], Any]] = {datetime: to_micros, date: _iso, list: json.dumps}
 
 
-def _bind(params: Sequence[Any]) -> tuple[Any, ...]:
-    return tuple(_ADAPTERS[type(v)](v) if type(v) in _ADAPTERS else v for v in params)
+def _bind(params: Sequence[Any]) -> Sequence[Any]:
+    for value in params:
+        if type(value) in _ADAPTERS:
+            return [_ADAPTERS[type(v)](v) if type(v) in _ADAPTERS else v for v in params]
+    return params  # most statements bind only text and numbers: nothing to copy
 
 
 def _file_sizes(files: dict[str, Path]) -> dict[str, int]:

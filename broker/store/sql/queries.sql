@@ -88,8 +88,8 @@ SELECT nhs_number, date_of_birth, family_name, gp_ods_code FROM patients WHERE n
 -- Replay cache -------------------------------------------------------------------------------------------------
 
 -- name: use_token
--- Record a token as used; returns a row only when it was not already there (otherwise it is a replay).
-INSERT INTO auth_tokens (token_key, expires_at) VALUES (?, ?) ON CONFLICT (token_key) DO NOTHING RETURNING 1;
+-- Record a token as used; it changes no row when it was already there (a replay).
+INSERT INTO auth_tokens (token_key, expires_at) VALUES (?, ?) ON CONFLICT (token_key) DO NOTHING;
 
 -- name: purge_tokens
 -- Forget tokens whose expiry has passed.
