@@ -23,12 +23,6 @@ class Status(enum.StrEnum):
         return self.value.capitalize()
 
 
-#: Statuses whose message sits in the recipient's inbox list and may be downloaded.
-LISTED = frozenset({Status.ACCEPTED})
-#: Statuses from which nothing moves on except by purge.
-TERMINAL = frozenset({Status.ACKNOWLEDGED, Status.UNDELIVERABLE, Status.ERROR})
-
-
 class MessageType(enum.StrEnum):
     DATA = "DATA"
     REPORT = "REPORT"
