@@ -6,7 +6,7 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 STAMP_BENCH := $(VENV)/.installed-bench
 
-.PHONY: postgres promtool serve test lint typecheck unit bench bench-compare bench-latency bench-large clean
+.PHONY: postgres promtool haproxy chromium axe lock cluster cluster-down serve test lint typecheck unit bench bench-compare bench-latency bench-large bench-stalled faults soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,13 +39,47 @@ promtool:
 	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
+# HAProxy (Debian's package): `haproxy -c` checks deploy/haproxy/haproxy.cfg in tests/ops, and `make cluster` balances
+# its nodes with it; installed when missing.
+haproxy:
+	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy >/dev/null; }
+
+# The image's pinned installs (deploy/Dockerfile): runtime dependencies with the postgres and s3 extras, and the
+# build backend, each with hashes. Run after changing dependencies in pyproject.toml (tests/ops checks they agree).
+lock: $(STAMP_DEV)
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
+		--extra postgres --extra s3 --output-file deploy/requirements.lock pyproject.toml
+	cd deploy && ../$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links \
+		--output-file build-requirements.lock build-requirements.in
+
+# The compose topology as local processes on 127.0.0.1 (broker/devsupport/cluster.py): PostgreSQL, moto's S3, broker
+# nodes, HAProxy and Prometheus, state under .cluster/; prints the URLs. CLUSTER_ARGS='--nodes 3'.
+cluster: $(STAMP_DEV) postgres haproxy promtool
+	$(BIN)/python -m broker.devsupport.cluster up $(CLUSTER_ARGS)
+
+cluster-down: $(STAMP_DEV)
+	$(BIN)/python -m broker.devsupport.cluster down
+
 # PostgreSQL's server programs for the suite's throwaway clusters (broker/devsupport/pg_server.py finds them on
 # PATH or under /usr/lib/postgresql); Debian's postgresql package is installed when neither has them.
 postgres:
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
 
-test: lint typecheck promtool postgres
+# Debian's Chromium, which tests/ui drives through Playwright (no browser is downloaded); installed when missing.
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+# axe-core from npm, pinned, for the accessibility check tests/ui injects into every page; in .cache/ (not committed).
+AXE_VERSION := 4.14.1
+axe:
+	@test -f .cache/axe/node_modules/axe-core/axe.min.js && grep -q '"version": "$(AXE_VERSION)"' \
+		.cache/axe/node_modules/axe-core/package.json || npm install --silent --no-save --prefix .cache/axe \
+		axe-core@$(AXE_VERSION) >/dev/null
+
+test: lint typecheck promtool postgres haproxy chromium axe
 	$(BIN)/python -m pytest -q
 
 # Fast tier: ruff, mypy and tests/unit only; needs no PostgreSQL, moto or promtool.
@@ -65,5 +99,20 @@ bench-latency: $(STAMP_DEV)
 bench-large: $(STAMP_DEV)
 	$(BIN)/python benchmarks/large_transfer.py
 
+# benchmarks/stalled.py: 1,000 stalled connections held while send -> download -> acknowledge cycles run; p50/p99,
+# the broker's peak RSS and its RSS after they close. BENCH_ARGS='--stalled 2000 --cycles 500'.
+bench-stalled: $(STAMP_BENCH)
+	$(BIN)/python benchmarks/stalled.py $(BENCH_ARGS)
+
+# The fault tier alone (tests/faults: SIGKILL mid-request, PostgreSQL stopped, S3 through a fault proxy, a full
+# disk); `make test` runs it too.
+faults: $(STAMP_DEV) postgres
+	$(BIN)/python -m pytest -q -m faults tests/faults
+
+# benchmarks/soak.py: 10 minutes of normal and hostile load on a real broker, RSS, open files, p99 and 5xx per
+# minute, nothing lost; not part of `make test`. SOAK_ARGS='--backend postgres+s3 --duration 120'.
+soak: $(STAMP_BENCH) postgres
+	$(BIN)/python benchmarks/soak.py $(SOAK_ARGS)
+
 clean:
-	rm -rf $(VENV) .mesh-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .mesh-data .cluster .pytest_cache .mypy_cache .ruff_cache

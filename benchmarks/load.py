@@ -20,7 +20,8 @@ With --compare-sandbox, the CPU each server and Locust spent per message cycle i
 10x the sandbox's cycles would take of this machine's cores, and (with --ceiling) what it would leave the broker.
 --flatness N runs twice in one go, on an empty store and on one seeded (benchmarks/seed.py) with N acknowledged
 messages, and prints the change in throughput. --profile samples the broker with py-spy (in the bench extra)
-during the run and prints where its busy time went.
+during the run and prints where its busy time went. --cluster aims the same load at a running `make cluster`
+(several nodes behind HAProxy, on PostgreSQL and S3) instead of starting a broker.
 """
 
 from __future__ import annotations
@@ -289,6 +290,25 @@ def measure_broker(args: argparse.Namespace, mailboxes: list[str], stamp: str, *
     return result
 
 
+def measure_cluster(args: argparse.Namespace, mailboxes: list[str], stamp: str) -> Result:
+    """Locust against a running `make cluster` (broker/devsupport/cluster.py): through its HAProxy, with the load
+    mailboxes created in its store, counting the CPU of all its nodes."""
+    from broker.devsupport.cluster import Cluster
+
+    cluster = Cluster.load(args.cluster.resolve())
+    data_dir = Path(tempfile.mkdtemp(prefix="mesh-load-"))
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+        create_mailboxes({**env, **cluster.environment}, data_dir, mailboxes)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    pids = [node.pid for node in cluster.nodes]
+    cpu_before = sum(tree_cpu(pid) for pid in pids)
+    result = run_locust(f"cluster-{len(pids)}-nodes", cluster.url, mailboxes, args, stamp)
+    result.server_cpu_s = sum(tree_cpu(pid) for pid in pids) - cpu_before
+    return result
+
+
 @contextmanager
 def profiled(pid: int, args: argparse.Namespace, out: Path) -> Iterator[None]:
     """With --profile, sample the broker with py-spy (all threads, 100 Hz) for the run, then print where the
@@ -463,6 +483,14 @@ def main() -> int:
     parser.add_argument("--compare-sandbox", action="store_true", help="also run against mesh-sandbox")
     parser.add_argument("--profile", action="store_true", help="sample the broker with py-spy during the run")
     parser.add_argument(
+        "--cluster",
+        type=Path,
+        nargs="?",
+        const=Path(".cluster"),
+        metavar="DIR",
+        help="aim at the running `make cluster` whose state is in DIR (.cluster) instead of starting a broker",
+    )
+    parser.add_argument(
         "--flatness",
         type=int,
         default=0,
@@ -482,6 +510,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.flatness and (args.backend != "embedded" or args.compare_sandbox or args.ceiling):
         parser.error("--flatness seeds the embedded store only, and not with --compare-sandbox")
+    if args.cluster and (args.flatness or args.profile):
+        parser.error("--cluster runs against the cluster's nodes as they are: no --flatness or --profile")
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -492,10 +522,11 @@ def main() -> int:
         mailboxes = [f"LOAD{n:03d}" for n in range(1, count + 1)]
     print(
         f"{args.users} users ({args.processes} locust process(es)), {args.duration} s, {args.size} B payload, "
-        f"{len(mailboxes)} mailboxes, backend {args.backend}",
+        f"{len(mailboxes)} mailboxes, "
+        + (f"the cluster in {args.cluster}" if args.cluster else f"backend {args.backend}"),
         flush=True,
     )
-    results = [measure_broker(args, mailboxes, stamp)]
+    results = [measure_cluster(args, mailboxes, stamp) if args.cluster else measure_broker(args, mailboxes, stamp)]
     if args.compare_sandbox:
         results.append(measure_sandbox(args, stamp))
     if args.flatness:

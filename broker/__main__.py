@@ -17,8 +17,9 @@ from typing import Any
 
 from aiohttp import web
 
-from broker import backends, logs, tls
+from broker import backends, backup, logs, serving, tls
 from broker.app import create_app
+from broker.client import cli as client_cli
 from broker.demographics.importer import PatientFileError, read_patients
 from broker.demographics.local import LocalDemographics
 from broker.models import Mailbox, Workflow
@@ -109,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("workflows", type=Path, nargs="?")
     sandbox.add_argument("--restricted", action="store_true", help="mark imported workflows as restricted")
     sandbox.set_defaults(run=_import_sandbox)
+
+    copy = commands.add_parser("backup", help="copy the embedded store (SQLite and the blob folder) into DIR, online")
+    copy.add_argument("destination", type=Path, metavar="DIR", help="a new or empty folder")
+    copy.set_defaults(run=_backup)
+    # The client side (broker/client/): send, inbox, get, ack, track, lookup and the folder agent.
+    client_cli.add_commands(commands)
     return parser
 
 
@@ -160,15 +167,8 @@ def _serve(args: argparse.Namespace) -> int:
     app.on_startup.append(announce)
     if settings.event_loop == "uvloop":
         _install_uvloop()
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        ssl_context=ssl_context,
-        access_log=None,
-        print=None,
-        handle_signals=True,
-    )
+    # Not web.run_app: on SIGTERM the node drains (broker/serving.py) before its stores close.
+    asyncio.run(serving.serve(app, settings, ssl_context))
     return 0
 
 
@@ -251,6 +251,13 @@ def _migrate(args: argparse.Namespace) -> int:
     settings = Settings.from_env(data_dir=args.data_dir, db_migrate=True)
     _with_directory(args, lambda d: d.list_mailboxes(), settings=settings)
     print(f"migrations applied to {backends.database_url(settings).split('@')[-1]}")
+    return 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    summary = backup.backup(Settings.from_env(data_dir=args.data_dir), args.destination)
+    names = ", ".join(path.name for path in summary.databases)
+    print(f"backed up {names} and {summary.blobs} blobs ({summary.blob_bytes} bytes) into {args.destination}")
     return 0
 
 

@@ -1,9 +1,10 @@
-"""NHSMESH authentication: parse the token, check clock skew, HMAC and replay; bind mTLS certificates."""
+"""NHSMESH authentication: parse the token, check clock skew, HMAC and replay; the mTLS binding (broker/mtls.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -11,11 +12,13 @@ from typing import Any, Protocol
 from broker.clock import SYSTEM_CLOCK, Clock
 from broker.errors import BrokerError, ErrorCode
 from broker.models import Mailbox
+from broker.mtls import CertificateBinding
 from broker.store.protocol import MailboxLookup, TokenStore
 
 SCHEME = "NHSMESH "
 #: A used token is remembered this long after its own timestamp leaves the clock window.
 REPLAY_MARGIN = timedelta(minutes=5)
+NO_CLIENT_CERTIFICATES = CertificateBinding()
 
 
 class AuthStore(MailboxLookup, TokenStore, Protocol):
@@ -39,9 +42,11 @@ def parse_token(header: str | None, path_mailbox: str | None) -> Token:
     """Split `NHSMESH mailbox:nonce:count:timestamp:hash` in the sandbox's check order.
 
     The mailbox-mismatch check runs before the structural checks, as in the sandbox, so a client with the
-    right shape but the wrong mailbox learns which is wrong.
+    right shape but the wrong mailbox learns which is wrong. A token is ASCII (mesh-api.md section 2): anything
+    else, such as bytes that are not UTF-8 (which aiohttp hands over as lone surrogates that the HMAC's encode
+    and compare_digest refuse), cannot be one.
     """
-    if not header or not header.strip():
+    if not header or not header.strip() or not header.isascii():
         raise BrokerError(ErrorCode.AUTH_HEADER_UNREADABLE)
     if header[: len(SCHEME)].upper() != SCHEME:
         raise BrokerError(ErrorCode.AUTH_HEADER_UNREADABLE)
@@ -90,13 +95,13 @@ class Authenticator:
         shared_key: bytes,
         *,
         clock_skew: timedelta,
-        client_cert_mode: str = "off",
+        certificates: CertificateBinding = NO_CLIENT_CERTIFICATES,
         clock: Clock = SYSTEM_CLOCK,
     ):
         self._store = store
         self._keyed = hmac.new(shared_key, digestmod=hashlib.sha256)
         self._skew = clock_skew
-        self._client_cert_mode = client_cert_mode
+        self._certificates = certificates
         self._clock = clock
 
     def _expected_digest(self, token: Token, password: str) -> str:
@@ -105,9 +110,15 @@ class Authenticator:
         return mac.hexdigest()
 
     async def authenticate(
-        self, header: str | None, path_mailbox: str | None, peer_cert: dict[str, Any] | None = None
+        self,
+        header: str | None,
+        path_mailbox: str | None,
+        peer_cert: dict[str, Any] | None = None,
+        *,
+        admit: Callable[[Mailbox], None] | None = None,
     ) -> Mailbox:
-        """The mailbox the request acts as, or BrokerError(403). path_mailbox None: the token names it."""
+        """The mailbox the request acts as, or BrokerError(403). path_mailbox None: the token names it. admit, if
+        given, may refuse the proven mailbox (a node's limits, 429) before its token is spent."""
         token = parse_token(header, path_mailbox)
         issued = token_time(token)
         now = self._clock.now()
@@ -121,34 +132,25 @@ class Authenticator:
             raise BrokerError(ErrorCode.AUTH_INVALID_TOKEN)
         if not mailbox.active:
             raise BrokerError(ErrorCode.AUTH_INACTIVE_MAILBOX)
-        if self._client_cert_mode == "required" and not certificate_matches(peer_cert, mailbox):
-            raise BrokerError(ErrorCode.AUTH_CERTIFICATE)
+        self._certificates.check(peer_cert, mailbox)
+        if admit is not None:
+            # Before the token is spent: mesh-client retries a 429 with the same token, which must not then be
+            # taken for a replay (403).
+            admit(mailbox)
         if not await self._store.use_token(token.replay_key, issued + self._skew + REPLAY_MARGIN):
             raise BrokerError(ErrorCode.AUTH_REPLAYED_TOKEN)
         return mailbox
 
-
-def certificate_common_name(peer_cert: dict[str, Any] | None) -> str | None:
-    """The subject CN of a peer certificate as ssl.SSLSocket.getpeercert() returns it."""
-    if not peer_cert:
-        return None
-    for rdn in peer_cert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return None
-
-
-def certificate_matches(peer_cert: dict[str, Any] | None, mailbox: Mailbox) -> bool:
-    """Bind a client certificate to a mailbox by its CN, in either of the spec's conventions.
-
-    `<mailbox_id>.<ods>.api.mesh-client.nhs.uk` (or a bare mailbox ID) binds to that mailbox;
-    `<local_id>.<ods>.api.mesh-client.nhs.uk` binds to the mailboxes of that ODS code.
-    """
-    common_name = certificate_common_name(peer_cert)
-    if not common_name:
-        return False
-    labels = common_name.upper().split(".")
-    if labels[0] == mailbox.mailbox_id:
-        return True
-    return len(labels) > 1 and bool(mailbox.ods_code) and labels[1] == mailbox.ods_code.upper()
+    async def check_password(self, mailbox_id: str, password: str) -> Mailbox:
+        """The web page's sign-in (broker/ui): the mailbox whose MESH password this is, with the checks a token
+        gets around its HMAC (the mailbox exists, the password is its own, it is active) and their 403 codes.
+        Both sides are hashed before comparing, so the time taken tells nothing of the password's length."""
+        mailbox = await self._store.get_mailbox(mailbox_id.strip().upper())
+        if mailbox is None:
+            raise BrokerError(ErrorCode.AUTH_NO_MAILBOX)
+        given, expected = (hashlib.sha256(p.encode()).digest() for p in (password, mailbox.password))
+        if not hmac.compare_digest(given, expected):
+            raise BrokerError(ErrorCode.AUTH_INVALID_TOKEN)
+        if not mailbox.active:
+            raise BrokerError(ErrorCode.AUTH_INACTIVE_MAILBOX)
+        return mailbox

@@ -4,7 +4,9 @@ MESH_DEMOGRAPHICS picks the demographics source."""
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from broker.blobs.filesystem import FilesystemBlobStore
@@ -16,6 +18,9 @@ from broker.demographics.protocol import Demographics
 from broker.settings import Settings, SettingsError
 from broker.store.protocol import MetadataStore
 from broker.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from broker.store.pg_arrivals import ArrivalsListener
 
 
 def database_url(settings: Settings) -> str:
@@ -45,6 +50,17 @@ def metadata_store(settings: Settings) -> MetadataStore:
     raise SettingsError(f"MESH_DATABASE_URL must start with sqlite:/// or postgresql://, not {url!r}")
 
 
+def arrivals_listener(settings: Settings, on_arrival: Callable[[str], None]) -> ArrivalsListener | None:
+    """What tells a node of arrivals at every node (the long-poll inbox): PostgreSQL's LISTEN/NOTIFY; None for
+    SQLite, where long polls also look at the store every MESH_INBOX_WAIT_POLL_SECONDS."""
+    url = database_url(settings)
+    if urlparse(url).scheme not in ("postgresql", "postgres"):
+        return None
+    from broker.store.pg_arrivals import ArrivalsListener
+
+    return ArrivalsListener(url, on_arrival)
+
+
 def blob_store(settings: Settings) -> BlobStore:
     url = blob_url(settings)
     parsed = urlparse(url)
@@ -55,7 +71,12 @@ def blob_store(settings: Settings) -> BlobStore:
         from broker.blobs.s3 import S3BlobStore
 
         return S3BlobStore.from_url(
-            url, endpoint_url=settings.s3_endpoint_url or None, region=settings.s3_region or None
+            url,
+            endpoint_url=settings.s3_endpoint_url or None,
+            region=settings.s3_region or None,
+            max_attempts=settings.s3_max_attempts,
+            connect_timeout=settings.s3_connect_timeout_seconds,
+            read_timeout=settings.s3_read_timeout_seconds,
         )
     raise SettingsError(f"MESH_BLOB_URL must start with file:/// or s3://, not {url!r}")
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+#: What a 503 for a dependency that is down asks the client to wait (seconds) before it tries again. mesh-client
+#: (urllib3's Retry) honours Retry-After on a 503, so its retries of GETs and chunk POSTs are spaced by this.
+RETRY_AFTER_SECONDS = 5
+
 
 @dataclass(frozen=True, slots=True)
 class ErrorSpec:
@@ -12,6 +16,8 @@ class ErrorSpec:
     event: str
     code: str
     description: str
+    #: Sent as a Retry-After header: the condition is temporary and the request may be repeated as it was.
+    retry_after: int | None = None
 
 
 class ErrorCode(enum.Enum):
@@ -34,7 +40,11 @@ class ErrorCode(enum.Enum):
     )
     # The route of a GPPROVIDER send cannot be resolved now; nothing was stored and the client may retry.
     DEMOGRAPHICS_UNAVAILABLE = ErrorSpec(
-        503, "SEND", "DemographicsUnavailable", "The demographics service is unavailable; try again later"
+        503,
+        "SEND",
+        "DemographicsUnavailable",
+        "The demographics service is unavailable; try again later",
+        RETRY_AFTER_SECONDS,
     )
     # Failed GP traces: never an HTTP answer (the send is 202), they become REPORTs in the sender's inbox.
     EPL_MANY_MAILBOXES = ErrorSpec(417, "SEND", "EPL-150", "Too many mailbox matches")
@@ -48,6 +58,11 @@ class ErrorCode(enum.Enum):
         417, "SEND", "InvalidHeaderChunks", "Invalid chunk values sent in mex-Chunk-Range header"
     )
     ENCODING_CHANGED = ErrorSpec(417, "", "", "cannot change content encoding")
+    # Checked while the body streams in, so that what is stored can always be decoded for a client that does
+    # not accept gzip; nothing is stored.
+    INVALID_GZIP = ErrorSpec(
+        417, "SEND", "InvalidGzip", "Body is not valid gzip but was sent with Content-Encoding: gzip"
+    )
     MESSAGE_TOO_LARGE = ErrorSpec(413, "SEND", "MessageTooLarge", "Request body exceeds the maximum size allowed")
     CHUNK_FINALISED = ErrorSpec(
         423, "SEND", "MessageFinalised", "Messages has been finalised; no more chunks can be uploaded"
@@ -76,6 +91,42 @@ class ErrorCode(enum.Enum):
     AUTH_CERTIFICATE = ErrorSpec(403, "", "", "Client certificate does not match the mailbox")
     # Sandbox admin endpoints in a mode that forbids them.
     NOT_ALLOWED = ErrorSpec(405, "", "", "Method Not Allowed")
+    # A dependency is down or full (docs/production.md, "When a dependency fails"): the request's change was not
+    # made (bytes are stored before their row, and a row changes in one transaction), so the cure is to repeat it
+    # later. 503 rather than 507 for a full disk too: MESH clients know 503 (mesh-client retries it, honouring
+    # Retry-After), and from the client's side the cure is the same.
+    STORE_UNAVAILABLE = ErrorSpec(
+        503, "", "StoreUnavailable", "The message store is unavailable; try again later", RETRY_AFTER_SECONDS
+    )
+    BLOB_STORE_UNAVAILABLE = ErrorSpec(
+        503, "", "BlobStoreUnavailable", "Message content storage is unavailable; try again later", RETRY_AFTER_SECONDS
+    )
+    STORAGE_FULL = ErrorSpec(
+        503, "", "InsufficientStorage", "Message content storage is full; try again later", RETRY_AFTER_SECONDS
+    )
+    # Our extension (docs/api.md): an Idempotency-Key the sender already used on a send with other headers.
+    IDEMPOTENCY_KEY_REUSED = ErrorSpec(
+        409,
+        "SEND",
+        "IdempotencyKeyReused",
+        "Idempotency-Key was already used by this mailbox for a send with different headers",
+    )
+    # Limits of a node (docs/production.md, "Timeouts and limits"). Nothing was started or stored, so the request
+    # may be repeated as it was after Retry-After (the rate limit sends its own wait); mesh-client retries 429 and
+    # 503 for every request but the first chunk's POST, whose error its caller sees.
+    RATE_LIMITED = ErrorSpec(
+        429, "", "TooManyRequests", "Too many requests from this mailbox; try again after Retry-After seconds", 1
+    )
+    TOO_MANY_TRANSFERS = ErrorSpec(
+        429,
+        "",
+        "TooManyTransfers",
+        "Too many uploads and downloads in progress for this mailbox; try again when one has finished",
+        1,
+    )
+    TOO_MANY_CONNECTIONS = ErrorSpec(503, "", "TooManyConnections", "Too many connections; try again later", 1)
+    # A body that stopped arriving, or came too slowly: the connection closes and nothing of it is stored.
+    REQUEST_TIMEOUT = ErrorSpec(408, "SEND", "RequestTimeout", "The request body did not arrive in time")
     INTERNAL = ErrorSpec(500, "", "", "An internal error occurred.\n\nPlease contact support.")
 
     @property
@@ -87,10 +138,19 @@ class ErrorCode(enum.Enum):
 class BrokerError(Exception):
     """Raised by services; rendered in v1 or v2 shape by the error middleware only."""
 
-    def __init__(self, code: ErrorCode, *, message_id: str | None = None, description: str | None = None):
+    def __init__(
+        self,
+        code: ErrorCode,
+        *,
+        message_id: str | None = None,
+        description: str | None = None,
+        retry_after: int | None = None,
+    ):
         self.code = code
         self.message_id = message_id
         self.description = description or code.spec.description
+        #: Seconds for the Retry-After header where this instance knows better than its code (a rate limit's wait).
+        self.retry_after = code.spec.retry_after if retry_after is None else retry_after
         super().__init__(self.description)
 
 

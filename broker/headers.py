@@ -29,6 +29,12 @@ OS_NAME = "mex-OSName"
 OS_VERSION = "mex-OSVersion"
 OS_ARCHITECTURE = "mex-OSArchitecture"
 JAVA_VERSION = "mex-JavaVersion"
+#: Our extension (docs/api.md): a key that makes a repeated first POST of a send answer the first one's message.
+IDEMPOTENCY_KEY = "Idempotency-Key"
+IDEMPOTENCY_KEY_MAX = 255
+#: Our extensions, named on the handshake's answer so a client knows this server has them (docs/api.md).
+EXTENSIONS = "Mesh-Broker-Extensions"
+EXTENSION_NAMES = "idempotency-key, inbox-wait"
 
 #: A handshake without these is a 400 (mesh-api.md section 4.1); mesh-client and the Java client send them.
 HANDSHAKE_REQUIRED = (CLIENT_VERSION, OS_NAME, OS_VERSION)
@@ -53,8 +59,13 @@ V2 = 2
 V1_CONTENT_TYPE = "application/json"
 V2_CONTENT_TYPE = "application/vnd.mesh.v2+json"
 
-_MESH_MEDIA = re.compile(r"^application/vnd\.mesh\.v(\d+)\+json$")
+_MESH_MEDIA = re.compile(r"^application/vnd\.mesh\.v(\d+)\+json$", re.ASCII)
 _CHUNK_RANGE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+#: The largest chunk number or count taken from a request: what a 32-bit integer column (PostgreSQL's integer)
+#: holds, far beyond MESH_MAX_CHUNKS. Bounded when parsed, so no later int(), comparison or SQL bind meets a
+#: number of thousands of digits (int() refuses those outright) or one past 2^63.
+MAX_CHUNK_NUMBER = 2**31 - 1
+_MAX_CHUNK_DIGITS = len(str(MAX_CHUNK_NUMBER))
 _TRUE_FLAGS = frozenset({"y", "yes", "t", "true", "on", "1"})
 
 
@@ -74,7 +85,9 @@ def api_version(accept: str | None) -> int:
         match = _MESH_MEDIA.match(media_type)
         if match is None:
             raise BrokerError(ErrorCode.BAD_ACCEPT)
-        return V2 if int(match.group(1)) >= 2 else V1
+        # Compared as digits: a version of thousands of digits is still just "2 or more", never an int().
+        number = match.group(1).lstrip("0")
+        return V2 if len(number) > 1 or number >= "2" else V1
     return V1
 
 
@@ -84,14 +97,23 @@ def parse_flag(value: str | None) -> bool:
 
 
 def parse_chunk_range(value: str | None, *, message_id: str | None = None) -> tuple[int, int]:
-    """`x:n` with 1 <= x <= n; anything else is 417 InvalidHeaderChunks."""
+    """`x:n` with 1 <= x <= n <= MAX_CHUNK_NUMBER; anything else is 417 InvalidHeaderChunks."""
     match = _CHUNK_RANGE.match(value or "")
     if match is None:
         raise BrokerError(ErrorCode.INVALID_CHUNKS, message_id=message_id)
-    number, total = int(match.group(1)), int(match.group(2))
-    if not 1 <= number <= total:
+    number, total = chunk_number(match.group(1)), chunk_number(match.group(2))
+    if number is None or total is None or not 1 <= number <= total:
         raise BrokerError(ErrorCode.INVALID_CHUNKS, message_id=message_id)
     return number, total
+
+
+def chunk_number(digits: str) -> int | None:
+    """A chunk number or count from ASCII digits, or None past MAX_CHUNK_NUMBER (however many digits)."""
+    digits = digits.lstrip("0") or "0"
+    if len(digits) > _MAX_CHUNK_DIGITS or not digits.isascii() or not digits.isdigit():
+        return None
+    number = int(digits)
+    return number if number <= MAX_CHUNK_NUMBER else None
 
 
 def accepts_gzip(accept_encoding: str | None) -> bool:
@@ -123,6 +145,7 @@ class SendRequest:
     meta: MessageMeta
     declared_from: str | None
     declared_type: str | None
+    idempotency_key: str | None = None
 
 
 def parse_send(headers: Mapping[str, str]) -> SendRequest:
@@ -171,7 +194,56 @@ def parse_send(headers: Mapping[str, str]) -> SendRequest:
         meta=meta,
         declared_from=headers.get(FROM),
         declared_type=headers.get(MESSAGE_TYPE),
+        idempotency_key=parse_idempotency_key(headers.get(IDEMPOTENCY_KEY)),
     )
+
+
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]+$")
+
+
+def parse_idempotency_key(value: str | None) -> str | None:
+    """1 to 255 visible ASCII characters (a UUID is the usual choice), or None when the header is absent."""
+    if value is None:
+        return None
+    if len(value) > IDEMPOTENCY_KEY_MAX:
+        raise ValidationFailed.too_long("header", IDEMPOTENCY_KEY.lower(), IDEMPOTENCY_KEY_MAX)
+    if not _IDEMPOTENCY_KEY.match(value):
+        raise ValidationFailed.invalid(
+            "header", IDEMPOTENCY_KEY.lower(), "Idempotency-Key must be 1 to 255 visible ASCII characters"
+        )
+    return value
+
+
+#: Request headers, beside the mex-* ones, whose values the broker keeps (Authorization is auth.py's to read).
+_TEXT_HEADERS = frozenset({"content-type"})
+_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+def check_text(headers: Mapping[str, str]) -> None:
+    """400 MalformedControlFile (code 06, the live service's code for malformed headers) naming the first mex-*
+    or Content-Type header whose bytes are not UTF-8.
+
+    aiohttp decodes header bytes with surrogateescape, so such a value arrives as a str holding lone surrogates,
+    which every later encode (orjson, the stores, a response header) refuses: refused here, once, instead.
+    """
+    for name, value in headers.items():
+        if value.isascii():
+            continue
+        lowered = name.lower()
+        if not (lowered.startswith("mex-") or lowered in _TEXT_HEADERS):
+            continue
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise BrokerError(
+                ErrorCode.MALFORMED_CONTROL, description=f"MalformedControlFile: {name} is not UTF-8 text"
+            ) from None
+
+
+def request_id(value: str | None) -> str | None:
+    """A caller's X-Request-ID when it is printable ASCII of a sane length, else None (the broker makes one):
+    it goes into log lines and error bodies, where raw bytes or a huge value do not belong."""
+    return value if value is not None and _REQUEST_ID.match(value) else None
 
 
 def content_encoding_of(headers: Mapping[str, str]) -> str:

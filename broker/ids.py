@@ -47,6 +47,8 @@ def decode_cursor(token: str) -> InboxCursor | None:
     # bool is an int to isinstance, and a client-made token may hold a time no datetime can represent.
     if not isinstance(micros, int) or isinstance(micros, bool) or not isinstance(message_id, str):
         return None
+    if "\x00" in message_id:  # no stored ID holds NUL, and PostgreSQL refuses text that does
+        return None
     try:
         return InboxCursor(from_micros(micros), message_id)
     except (ValueError, OverflowError, OSError):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
 from collections.abc import AsyncIterable, AsyncIterator
 
 from broker.errors import BrokerError, ErrorCode
+from broker.gzipstream import Inflater, NotGzip
 from broker.models import Chunk
 
 log = logging.getLogger("broker.integrity")
@@ -38,6 +40,43 @@ class Meter:
                 raise BrokerError(ErrorCode.MESSAGE_TOO_LARGE, message_id=self._message_id)
             self._hash.update(piece)
             yield piece
+
+
+#: Decoded bytes one gzip check step may produce (and drop) before it yields to the event loop or a worker thread.
+GZIP_CHECK_STEP = 256 * 1024
+
+
+class GzipCheck:
+    """Passes a body declared `Content-Encoding: gzip` through, checking as it streams that it is whole gzip.
+
+    A piece leaves only once it has decoded cleanly, and the end of the body must be the end of a gzip member,
+    else 417 (InvalidGzip) and the caller stores nothing. The decoded bytes are counted (`decoded`) and dropped
+    a step at a time, so a small body that inflates enormously costs time, never memory. The first step of each
+    piece runs on the event loop (most bodies end there); the rest on a worker thread, zlib releasing the GIL,
+    so one body that inflates to gigabytes cannot stall every other request.
+    """
+
+    def __init__(self, body: AsyncIterable[bytes], message_id: str | None = None):
+        self._body = body
+        self._message_id = message_id
+        self._inflater = Inflater(GZIP_CHECK_STEP)
+
+    @property
+    def decoded(self) -> int:
+        return self._inflater.decoded
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        try:
+            async for piece in self._body:
+                self._inflater.feed(piece)
+                self._inflater.step()
+                if self._inflater.more:
+                    await loop.run_in_executor(None, self._inflater.drain)
+                yield piece
+            self._inflater.finish()
+        except NotGzip:
+            raise BrokerError(ErrorCode.INVALID_GZIP, message_id=self._message_id) from None
 
 
 def descriptor_matches(fd: int, chunk: Chunk, block: int = 1024 * 1024) -> bool:
@@ -72,24 +111,29 @@ def _log_corrupt(chunk: Chunk, seen: int) -> None:
 
 
 async def verified(pieces: AsyncIterator[bytes], chunk: Chunk) -> AsyncIterator[bytes]:
-    """Yield a stored chunk's bytes, holding the last piece back until size and SHA-256 match the record.
+    """Yield a stored chunk's bytes, holding back the piece that completes the recorded size until the store has
+    nothing more and the size and SHA-256 match the record.
 
-    A mismatch raises ChunkCorrupted before the final piece leaves, so a client never receives a damaged
-    chunk as if it were whole: the connection is cut short instead.
+    A mismatch raises ChunkCorrupted before that final piece leaves, so a client never receives a damaged chunk as
+    if it were whole: the connection is cut short instead. Only the final piece is held back, so a download holds
+    one piece at a time (what it reserves from the memory budget), not two.
     """
     digest = hashlib.sha256()
     seen = 0
-    held: bytes | None = None
+    final: bytes | None = None
     async for piece in pieces:
-        if held is not None:
-            yield held
+        if not piece:
+            continue
         digest.update(piece)
         seen += len(piece)
-        if seen > chunk.size:
+        if final is not None or seen > chunk.size:
             break
-        held = piece
+        if seen == chunk.size:
+            final = piece
+            continue
+        yield piece
     if seen != chunk.size or (chunk.sha256 and digest.hexdigest() != chunk.sha256):
         _log_corrupt(chunk, seen)
         raise ChunkCorrupted(f"{chunk.message_id} chunk {chunk.number}")
-    if held is not None:
-        yield held
+    if final is not None:
+        yield final

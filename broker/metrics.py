@@ -58,12 +58,54 @@ class Metrics:
         r = self.registry
         self.request_duration = Histogram(
             "mesh_http_request_duration_seconds",
-            "HTTP request latency by route template, method and status class.",
+            "HTTP request latency by route template, method and status class (2xx..5xx, or client_closed: the "
+            "client went away, or stalled and was cut off, before its answer was complete).",
             ("route", "method", "status_class"),
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.requests_in_flight = Gauge("mesh_http_requests_in_flight", "Requests being handled now.", registry=r)
+        self.transfer_memory_in_use = Gauge(
+            "mesh_transfer_memory_in_use_bytes",
+            "Bytes of the node's transfer memory budget (MESH_TRANSFER_MEMORY_BYTES) held by transfers moving bytes.",
+            registry=r,
+        )
+        self.transfer_memory_budget = Gauge(
+            "mesh_transfer_memory_budget_bytes",
+            "The node's transfer memory budget (MESH_TRANSFER_MEMORY_BYTES).",
+            registry=r,
+        )
+        self.connections_open = Gauge(
+            "mesh_connections_open", "Client connections open on the MESH port (counted by `serve`).", registry=r
+        )
+        self.connections_refused = Counter(
+            "mesh_connections_refused_total",
+            "Connections answered 503 and closed at once, by the limit they passed (node: MESH_MAX_CONNECTIONS; "
+            "address: MESH_MAX_CONNECTIONS_PER_ADDRESS).",
+            ("limit",),
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "mesh_rate_limited_total",
+            "Requests answered 429 by a per-mailbox limit (requests: MESH_RATE_LIMIT_PER_SECOND; transfers: "
+            "MESH_MAX_TRANSFERS_PER_MAILBOX).",
+            ("limit",),
+            registry=r,
+        )
+        self.transfers_cut = Counter(
+            "mesh_transfers_timed_out_total",
+            "Uploads answered 408 and downloads cut off because the client stalled (idle: no byte for "
+            "MESH_BODY_IDLE_TIMEOUT_SECONDS) or was too slow (total: past the floor plus the per-MB allowance).",
+            ("direction", "reason"),
+            registry=r,
+        )
+        for limit in ("node", "address"):
+            self.connections_refused.labels(limit)
+        for limit in ("requests", "transfers"):
+            self.rate_limited.labels(limit)
+        for direction in ("upload", "download"):
+            for reason in ("idle", "total"):
+                self.transfers_cut.labels(direction, reason)
         self.messages_sent = Counter(
             "mesh_messages_sent_total", "Messages accepted from senders (chunk 1 stored).", ("workflow",), registry=r
         )

@@ -1,4 +1,5 @@
-"""Request middlewares, outermost first: metrics, then request id + error rendering, then authentication.
+"""Request middlewares, outermost first: metrics, then request id + error rendering, then authentication (with the
+node's per-mailbox limits: request rate and transfers in progress), then the watch on a transfer's pace.
 
 Errors are rendered outermost so that auth failures, validation failures and handler errors all leave in
 the MESH v1 or v2 error shape the caller's Accept header asks for.
@@ -6,17 +7,39 @@ the MESH v1 or v2 error shape the caller's Accept header asks for.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import time
+import traceback
+from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.streams import EofStream
 from aiohttp.typedefs import Handler
 
 from broker import headers, views
-from broker.errors import BrokerError, ValidationFailed
-from broker.keys import API_VERSION, AUTHENTICATOR, MAILBOX, METRICS, REQUEST_ID, REQUEST_IDS, ROUTE_AUTH, Auth
+from broker.blobs.protocol import BlobError, BlobNotFound, BlobStoreFull
+from broker.errors import BrokerError, ErrorCode, ValidationFailed
+from broker.handlers.common import check_url_text
+from broker.keys import (
+    ADMISSION,
+    API_VERSION,
+    AUTHENTICATOR,
+    CLIENT_CLOSED,
+    CUT_OFF,
+    MAILBOX,
+    METRICS,
+    PACER,
+    REQUEST_ID,
+    REQUEST_IDS,
+    ROUTE_AUTH,
+    TRANSFER_ROUTES,
+    Auth,
+)
 from broker.metrics import error_code_label
+from broker.models import Mailbox
+from broker.store.protocol import StoreError
 
 log = logging.getLogger("broker.http")
 
@@ -27,35 +50,57 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     metrics = request.app[METRICS]
     metrics.requests_in_flight.inc()
     started = time.perf_counter()
-    status = 500
+    status_class = "5xx"
     try:
         response = await handler(request)
-        status = response.status
+        # A client gone before its answer is not a server error: its own class, which no 5xx alert counts.
+        status_class = CLIENT_CLOSED_CLASS if request.get(CLIENT_CLOSED) else f"{response.status // 100}xx"
         return response
+    except asyncio.CancelledError:
+        # aiohttp cancels the handler of a client that went away (when handler_cancellation is on).
+        if _transport_gone(request):
+            _client_closed(request, "CancelledError")
+            status_class = CLIENT_CLOSED_CLASS
+        raise
     finally:
         metrics.requests_in_flight.dec()
-        route = request.match_info.route.resource
-        template = route.canonical if route is not None else "unmatched"
-        metrics.request_duration.labels(template, request.method, f"{status // 100}xx").observe(
+        metrics.request_duration.labels(_template(request), request.method, status_class).observe(
             time.perf_counter() - started
         )
 
 
 @web.middleware
 async def render_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-ID") or request.app[REQUEST_IDS].next()
+    request_id = headers.request_id(request.headers.get("X-Request-ID")) or request.app[REQUEST_IDS].next()
     request[REQUEST_ID] = request_id
     try:
         try:
             request[API_VERSION] = headers.api_version(request.headers.get("Accept"))
         except BrokerError as exc:
             return views.error(exc, headers.V1)
+        check_url_text(request)
         return await handler(request)
     except BrokerError as exc:
         _count(request, exc)
+        if exc.code is ErrorCode.REQUEST_TIMEOUT:
+            # A stalled upload's frames hold its pipeline (generators, the store's buffer) in a cycle with the
+            # exception: cleared, they go now rather than at the next full garbage collection.
+            traceback.clear_frames(exc.__traceback__)
         return views.error(exc, request[API_VERSION])
     except ValidationFailed as exc:
         return views.validation_error(exc)
+    except (StoreError, BlobError) as exc:
+        code = _unavailable(exc)
+        if code is None:
+            where = {"request_id": request_id, "path": request.path}
+            log.exception("unhandled error", extra={"action": "request_failed", **where})
+            return views.internal_error(request_id)
+        # No stack trace: while a dependency is down every request lands here, and the cause is one line.
+        where = {"request_id": request_id, "path": request.path, "cause": str(exc)}
+        log.warning("dependency unavailable", extra={"action": "dependency_unavailable", **where})
+        error = BrokerError(code)
+        _count(request, error)
+        return views.error(error, request[API_VERSION])
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -64,7 +109,14 @@ async def render_errors(request: web.Request, handler: Handler) -> web.StreamRes
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, CLIENT_GONE) and _transport_gone(request):
+            _client_closed(request, type(exc).__name__)
+            # The frames it passed through hold what the transfer held (open files, buffers, generators) in a cycle
+            # with the exception: cleared, all of it goes now, not at the next full garbage collection.
+            traceback.clear_frames(exc.__traceback__)
+            # Nobody will read it: aiohttp's attempt to send it fails quietly on the closed connection.
+            return web.Response(status=499, reason="Client Closed Request")
         log.exception(
             "unhandled error",
             extra={"action": "request_failed", "request_id": request_id, "path": request.path},
@@ -81,12 +133,87 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if policy is Auth.OPTIONAL and not authorization:
         return await handler(request)
     path_mailbox = request.match_info.get("mailbox_id")
-    request[MAILBOX] = await request.app[AUTHENTICATOR].authenticate(
-        authorization,
-        None if path_mailbox is None else path_mailbox.strip().upper(),
-        _peer_certificate(request),
+    transfer = request.match_info.route in request.app[TRANSFER_ROUTES]
+    give_back: list[Callable[[], None]] = []
+
+    def admit(mailbox: Mailbox) -> None:
+        # The node's limits for the proven mailbox (broker/admission.py), before its token is spent.
+        give_back.append(request.app[ADMISSION].admit(mailbox.mailbox_id, transfer=transfer))
+
+    try:
+        request[MAILBOX] = await request.app[AUTHENTICATOR].authenticate(
+            authorization,
+            None if path_mailbox is None else path_mailbox.strip().upper(),
+            _peer_certificate(request),
+            admit=admit,
+        )
+        # After authentication, as the sandbox checks headers: a stranger learns nothing but 403.
+        headers.check_text(request.headers)
+        return await handler(request)
+    finally:
+        for release in give_back:
+            release()
+
+
+@web.middleware
+async def pace(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A transfer's answer watched as it leaves (broker/pacing.py): a client that stops taking it is cut off."""
+    if request.match_info.route not in request.app[TRANSFER_ROUTES]:
+        return await handler(request)
+    with request.app[PACER].watch(request) as watch:
+        try:
+            return await handler(request)
+        finally:
+            if watch.cut is not None:
+                request[CUT_OFF] = watch.cut
+
+
+#: The status class of a request whose client went away, or stalled and was cut off, before its answer was complete.
+CLIENT_CLOSED_CLASS = "client_closed"
+#: What a handler sees when its client has gone: a read or write on the closed connection fails with one of these.
+CLIENT_GONE = (ConnectionError, EofStream, web.RequestPayloadError)
+
+
+def _transport_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _template(request: web.Request) -> str:
+    route = request.match_info.route.resource
+    return route.canonical if route is not None else "unmatched"
+
+
+def _client_closed(request: web.Request, cause: str) -> None:
+    """Mark the request as ended by its client and log it once, at INFO, with what moved: a client's network
+    trouble is no fault of the broker's, and needs no stack trace."""
+    request[CLIENT_CLOSED] = True
+    if CUT_OFF in request:
+        return  # the broker cut it for stalling, and broker/pacing.py has logged why
+    log.info(
+        "client closed the connection",
+        extra={
+            "action": "client_closed",
+            "request_id": request.get(REQUEST_ID),
+            "route": _template(request),
+            "method": request.method,
+            "bytes_received": request.content.total_bytes,
+            "bytes_sent": request.writer.output_size,
+            "cause": cause,
+        },
     )
-    return await handler(request)
+
+
+def _unavailable(exc: StoreError | BlobError) -> ErrorCode | None:
+    """The 503 a storage failure answers (Retry-After: the client repeats the request later), or None for a blob
+    missing under a row that points at it, which is a fault of ours and no outage."""
+    if isinstance(exc, BlobNotFound):
+        return None
+    if isinstance(exc, BlobStoreFull):
+        return ErrorCode.STORAGE_FULL
+    if isinstance(exc, BlobError):
+        return ErrorCode.BLOB_STORE_UNAVAILABLE
+    return ErrorCode.STORE_UNAVAILABLE
 
 
 def _count(request: web.Request, exc: BrokerError) -> None:

@@ -14,25 +14,31 @@ import enum
 import logging
 import os
 import time
-import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Sequence
 from typing import BinaryIO
 
 from aiohttp import web
 
 from broker.blobs.protocol import BlobError, BlobStore
 from broker.budget import MemoryBudget
+from broker.gzipstream import Deflater, Inflater, NotGzip
 from broker.integrity import ChunkCorrupted, descriptor_matches, verified
 from broker.metrics import Metrics
 from broker.models import Chunk
 
 log = logging.getLogger("broker.download")
 
-#: Bytes read from the blob store per write to the socket; each streamed download holds about this much.
+#: Bytes read from the blob store per write to the socket: what a streamed download reserves from the memory
+#: budget, and only while it reads and writes that piece.
 PIECE = 256 * 1024
+#: A coded download's step holds the stored piece being coded and at most one piece of output (the codec caps
+#: each step's output at PIECE, whatever the compression ratio), so it reserves both.
+CODED_STEP = 2 * PIECE
+#: A stored piece at most this long has its first coding step run on the event loop: a typical message is one
+#: small piece, coded without a thread hop. Every other step runs on a worker thread (zlib releases the GIL).
+INLINE_CODING = 64 * 1024
 #: On-the-fly gzip favours speed: the client asked for gzip to save bandwidth, not for the smallest file.
 GZIP_LEVEL = 1
-GZIP_WBITS = 31  # gzip container
 
 
 class Coding(enum.Enum):
@@ -72,9 +78,10 @@ class Transfer:
         try:
             if not await self._send_file(request, response, chunk, coding):
                 await self._stream(response, chunk, coding)
-        except (ChunkCorrupted, BlobError) as exc:
+        except (ChunkCorrupted, BlobError, NotGzip) as exc:
             if isinstance(exc, ChunkCorrupted):
                 self._metrics.chunks_corrupt.inc()
+            # NotGzip: a chunk stored as gzip before uploads were checked (integrity.GzipCheck) that is not gzip.
             log.exception("download aborted", extra={"action": "download_aborted", "message_id": chunk.message_id})
             response.force_close()
             if request.transport is not None:
@@ -83,6 +90,32 @@ class Transfer:
         await response.write_eof()
         self._metrics.chunk_download_duration.observe(time.perf_counter() - started)
         return response
+
+    async def send_chunks(
+        self, request: web.Request, response: web.StreamResponse, chunks: Sequence[Chunk], coding: Coding
+    ) -> web.StreamResponse:
+        """A whole message as one body (the web page's download): its chunks in order, each verified as in send,
+        through one codec (a gzip message's chunks decode as one member after another)."""
+        if coding is Coding.AS_STORED:
+            response.content_length = sum(chunk.size for chunk in chunks)
+        await response.prepare(request)
+        try:
+            await self._pump(response, self._each_verified(chunks), coding)
+        except (ChunkCorrupted, BlobError, NotGzip) as exc:
+            if isinstance(exc, ChunkCorrupted):
+                self._metrics.chunks_corrupt.inc()
+            log.exception("download aborted", extra={"action": "download_aborted"})
+            response.force_close()
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        await response.write_eof()
+        return response
+
+    async def _each_verified(self, chunks: Sequence[Chunk]) -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            async for piece in verified(self._stored(chunk), chunk):
+                yield piece
 
     async def _send_file(
         self, request: web.Request, response: web.StreamResponse, chunk: Chunk, coding: Coding
@@ -109,12 +142,41 @@ class Transfer:
         return True
 
     async def _stream(self, response: web.StreamResponse, chunk: Chunk, coding: Coding) -> None:
-        # The budget is taken before the first read, so under load a download waits here with its socket idle
-        # instead of growing memory.
-        async with self._budget.reserve(PIECE):
-            async for piece in _coded(verified(self._stored(chunk), chunk), coding):
-                await response.write(piece)
-                self._metrics.bytes_sent.inc(len(piece))
+        await self._pump(response, verified(self._stored(chunk), chunk), coding)
+
+    async def _pump(self, response: web.StreamResponse, pieces: AsyncIterator[bytes], coding: Coding) -> None:
+        """Read, code and write stored bytes a piece at a time, reserving the memory budget for each piece only
+        while it is read, coded and written: between pieces a download holds nothing, so under load it waits for
+        budget with its socket idle instead of growing memory."""
+        if coding is Coding.AS_STORED:
+            while True:
+                async with self._budget.reserve(PIECE):
+                    piece = await anext(pieces, None)
+                    if piece is None:
+                        return
+                    await self._write(response, piece)
+        codec: Inflater | Deflater = Deflater(PIECE, GZIP_LEVEL) if coding is Coding.GZIP else Inflater(PIECE)
+        loop = asyncio.get_running_loop()
+        while True:
+            async with self._budget.reserve(CODED_STEP):
+                piece = await anext(pieces, None)
+                if piece is None:
+                    # The encoder's last output is what deflate held back (at most its pending buffer) and the
+                    # trailer; the decoder's is nothing, but it fails a stream cut short.
+                    await self._write(response, codec.finish())
+                    return
+                inline = len(piece) <= INLINE_CODING
+                codec.feed(piece)
+                del piece  # the codec holds what is left of it
+                while codec.more:
+                    out = codec.step() if inline else await loop.run_in_executor(None, codec.step)
+                    inline = False
+                    await self._write(response, out)
+
+    async def _write(self, response: web.StreamResponse, data: bytes) -> None:
+        if data:
+            await response.write(data)
+            self._metrics.bytes_sent.inc(len(data))
 
     def _stored(self, chunk: Chunk) -> AsyncIterator[bytes]:
         """The chunk's bytes as stored, not yet checked: from its row (a small chunk) or from its blob."""
@@ -160,30 +222,6 @@ def _matches_then_close(fd: int, chunk: Chunk) -> bool:
         return descriptor_matches(fd, chunk)
     finally:
         os.close(fd)
-
-
-def _coded(pieces: AsyncIterator[bytes], coding: Coding) -> AsyncIterator[bytes]:
-    if coding is Coding.GZIP:
-        encoder = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS)
-        return _transcoded(pieces, encoder.compress, encoder.flush)
-    if coding is Coding.GUNZIP:
-        decoder = zlib.decompressobj(wbits=GZIP_WBITS)
-        return _transcoded(pieces, decoder.decompress, decoder.flush)
-    return pieces
-
-
-async def _transcoded(
-    pieces: AsyncIterator[bytes], feed: Callable[[bytes], bytes], flush: Callable[[], bytes]
-) -> AsyncIterator[bytes]:
-    """Run a zlib codec over a stream off the event loop, piece by piece (zlib releases the GIL)."""
-    loop = asyncio.get_running_loop()
-    async for piece in pieces:
-        out = await loop.run_in_executor(None, feed, piece)
-        if out:
-            yield out
-    tail = flush()
-    if tail:
-        yield tail
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

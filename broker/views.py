@@ -12,6 +12,7 @@ from aiohttp import web
 from broker.errors import BrokerError, ValidationFailed
 from broker.headers import V1, V1_CONTENT_TYPE, V2, V2_CONTENT_TYPE
 from broker.models import Mailbox, Message, MessageType
+from broker.services.readiness import Report
 
 
 def compact(at: datetime | None) -> str:
@@ -46,12 +47,16 @@ def error(exc: BrokerError, version: int) -> web.Response:
         if exc.message_id:
             body["message_id"] = exc.message_id
         body["detail"] = [{"event": spec.event, "code": spec.code, "msg": exc.description}]
-        return json(body, status=spec.status, content_type=V2_CONTENT_TYPE)
-    body = {}
-    if exc.message_id:
-        body["messageID"] = exc.message_id
-    body.update({"errorEvent": spec.event, "errorCode": spec.code, "errorDescription": exc.description})
-    return json(body, status=spec.status)
+        response = json(body, status=spec.status, content_type=V2_CONTENT_TYPE)
+    else:
+        body = {}
+        if exc.message_id:
+            body["messageID"] = exc.message_id
+        body.update({"errorEvent": spec.event, "errorCode": spec.code, "errorDescription": exc.description})
+        response = json(body, status=spec.status)
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def validation_error(exc: ValidationFailed) -> web.Response:
@@ -308,6 +313,25 @@ def workflow_search(mailboxes: list[Mailbox]) -> web.Response:
 
 def ping(env_name: str, build_label: str) -> web.Response:
     return json({"env": env_name, "build_label": build_label, "status": "running", "outcome": "Yes"})
+
+
+def readiness(report: Report) -> web.Response:
+    """/readyz: 200 when ready; 503 naming what failed (`draining`, `database`, `blob_store`) otherwise."""
+    if report.ready:
+        body: dict[str, Any] = {"status": "ready", "checks": report.checks}
+    else:
+        status = "draining" if report.draining else "unavailable"
+        body = {"status": status, "failed": report.failed, "checks": report.checks}
+    response = json(body, status=200 if report.ready else 503)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def alive() -> web.Response:
+    """/livez: the process answers; it depends on nothing, so a stopped database never gets a node restarted."""
+    response = json({"status": "alive"})
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def mailbox_details(mailbox: Mailbox) -> dict[str, Any]:

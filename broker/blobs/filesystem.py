@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
@@ -12,12 +13,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, TypeVar, cast
 
-from broker.blobs.protocol import BlobError, BlobNotFound, StoredBlob
+from broker.blobs.protocol import BlobError, BlobNotFound, BlobStoreFull, StoredBlob
 
 T = TypeVar("T")
 
 #: Bytes gathered before one write call: large enough to amortise the thread hop, small enough to bound memory.
 WRITE_BUFFER = 1024 * 1024
+#: Errors that mean "no room": a full disk, a quota, a file-size limit (RLIMIT_FSIZE, a filesystem's maximum).
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 class FilesystemBlobStore:
@@ -54,6 +57,8 @@ class FilesystemBlobStore:
         except FileNotFoundError as exc:
             raise BlobNotFound(str(exc)) from None
         except OSError as exc:
+            if exc.errno in NO_ROOM:
+                raise BlobStoreFull(f"no room for the blob: {exc}") from exc
             raise BlobError(f"filesystem error: {exc}") from exc
 
     async def open_file(self, key: str) -> BinaryIO | None:
@@ -82,7 +87,7 @@ class FilesystemBlobStore:
                     if handle is None:
                         handle = await self._run(_create, final, self._root, bytes(buffer))
                     else:
-                        await self._run(handle.write, bytes(buffer))
+                        await self._run(_write_all, handle, bytes(buffer))
                     buffer.clear()
             if handle is None:
                 await self._run(_write_whole, final, self._root, bytes(buffer))
@@ -141,7 +146,7 @@ def _create(final: Path, root: Path, first: bytes) -> BinaryIO:
     _make_folders(final.parent, root)
     handle = cast(BinaryIO, open(final, "wb", buffering=0))  # noqa: SIM115 - returned open to the caller
     try:
-        handle.write(first)
+        _write_all(handle, first)
     except BaseException:
         handle.close()
         _unlink_quietly(final)
@@ -152,12 +157,22 @@ def _create(final: Path, root: Path, first: bytes) -> BinaryIO:
 def _seal(handle: BinaryIO, final: Path, last: bytes) -> None:
     """Write the last bytes, fsync the file, then its folder so the new name is durable too."""
     try:
-        if last:
-            handle.write(last)
+        _write_all(handle, last)
         os.fsync(handle.fileno())
     finally:
         handle.close()
     _fsync_dir(final.parent)
+
+
+def _write_all(handle: BinaryIO, data: bytes) -> None:
+    """An unbuffered write may take only some of the bytes (a disk nearly full, a file-size limit); write on until
+    all are taken or a write raises (ENOSPC, EFBIG), so a put never returns over a blob shorter than its body."""
+    view = memoryview(data)
+    while view:
+        written = handle.write(view)
+        if not written:
+            raise OSError(errno.ENOSPC, "the file took no bytes")
+        view = view[written:]
 
 
 def _write_whole(final: Path, root: Path, data: bytes) -> None:

@@ -16,6 +16,10 @@ class BlobNotFound(BlobError):
     """No blob is stored under the key."""
 
 
+class BlobStoreFull(BlobError):
+    """The store has no room for the bytes (a full disk or quota, a file-size limit); nothing was left behind."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredBlob:
     key: str

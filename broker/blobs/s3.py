@@ -31,6 +31,13 @@ MAX_PARTS = 10_000
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 #: CRC32 on every part and on the whole upload, the way s3transfer does it: S3 then verifies what it stored.
 CHECKSUM = "CRC32"
+#: botocore's "standard" retry mode, chosen explicitly rather than left to botocore's default ("legacy", or
+#: whatever AWS_RETRY_MODE says on the host): it retries connection errors, timeouts, throttling and 500/502/503/
+#: 504 answers, waiting a random 0..2^(n-1) s (at most 20 s) before retry n, and draws on a per-client quota
+#: (500 units, 5 a retry, 10 after a timeout; refilled by successes) that stops retrying when most requests fail,
+#: so a store that is down fails fast instead of multiplying its load.
+#: Every body the store sends is bytes in memory, so a retried request resends exactly what the first sent.
+RETRY_MODE = "standard"
 
 
 class _Translate:
@@ -72,6 +79,9 @@ class S3BlobStore:
         secret_key: str | None = None,
         part_size: int = 8 * MiB,
         max_pool_connections: int = 20,
+        max_attempts: int = 3,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
     ):
         if aiobotocore is None:
             raise BlobError(INSTALL_HINT)
@@ -83,6 +93,8 @@ class S3BlobStore:
             raise BlobError("give both access_key and secret_key, or neither to use the usual AWS credentials")
         if max_pool_connections < 1:
             raise BlobError("max_pool_connections must be at least 1")
+        if max_attempts < 1:
+            raise BlobError("max_attempts must be at least 1")
         self.bucket = bucket
         stripped = prefix.strip("/")
         self.prefix = f"{stripped}/" if stripped else ""
@@ -92,6 +104,10 @@ class S3BlobStore:
         self._secret_key = secret_key
         self._part_size = part_size
         self._max_pool_connections = max_pool_connections
+        #: Retry policy and timeouts, per request (see RETRY_MODE).
+        self.max_attempts = max_attempts
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
 
@@ -123,7 +139,14 @@ class S3BlobStore:
         if self._access_key is not None:
             # Otherwise botocore's own chain finds them: AWS_* variables, profiles, instance roles.
             credentials = {"aws_access_key_id": self._access_key, "aws_secret_access_key": self._secret_key}
-        config = aiobotocore.config.AioConfig(max_pool_connections=self._max_pool_connections)
+        # A request that still fails after max_attempts raises, and is a BlobError here: the client hears 503 with
+        # Retry-After (broker/middlewares.py), and no row was written for bytes that were not stored.
+        config = aiobotocore.config.AioConfig(
+            max_pool_connections=self._max_pool_connections,
+            retries={"mode": RETRY_MODE, "total_max_attempts": self.max_attempts},
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+        )
         stack = contextlib.AsyncExitStack()
         try:
             async with _Translate("client setup", self.bucket):

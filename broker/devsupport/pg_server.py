@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -54,6 +55,61 @@ def server_binary(name: str) -> str:
     )
 
 
+@dataclass
+class Cluster:
+    """A local cluster this process made; stop() and start() play a database outage on the same port and data."""
+
+    root: Path
+    port: int
+    env: dict[str, str]
+
+    @property
+    def admin_dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c max_connections=200"
+        self._pg_ctl("-o", options, "-l", str(self.root / "log"), "-w", "start", check=True)
+
+    def stop(self, mode: str = "fast") -> None:
+        """pg_ctl's shutdown modes: "fast" ends every session (clients see their connection closed), "immediate"
+        is a crash (recovery on the next start)."""
+        self._pg_ctl("-m", mode, "-w", "stop", check=False)
+
+    @property
+    def running(self) -> bool:
+        return self._pg_ctl("status", check=False) == 0
+
+    def _pg_ctl(self, *args: str, check: bool) -> int:
+        command = _as_postgres([server_binary("pg_ctl"), "-D", str(self.root / "data"), *args])
+        return subprocess.run(command, check=check, capture_output=True, env=self.env).returncode
+
+
+@contextmanager
+def own_cluster() -> Iterator[Cluster]:
+    """A running cluster of the caller's own, always local (MESH_TEST_DATABASE_URL is not used: a test may stop
+    and start this one); stopped and removed afterwards."""
+    initdb = server_binary("initdb")
+    root = Path(tempfile.mkdtemp(prefix="mesh-pg-"))
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam("postgres")
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    subprocess.run(
+        _as_postgres([initdb, "-D", str(root / "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]),
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    running = Cluster(root, _free_port(), env)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @contextmanager
 def cluster() -> Iterator[str]:
     """Yield an admin DSN (database `postgres`) for a running cluster; stop and remove it afterwards."""
@@ -61,36 +117,8 @@ def cluster() -> Iterator[str]:
     if given:
         yield given
         return
-    initdb, pg_ctl = server_binary("initdb"), server_binary("pg_ctl")
-    root = Path(tempfile.mkdtemp(prefix="mesh-pg-"))
-    data = root / "data"
-    if os.geteuid() == 0:
-        entry = pwd.getpwnam("postgres")
-        os.chown(root, entry.pw_uid, entry.pw_gid)
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    subprocess.run(
-        _as_postgres([initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]),
-        check=True,
-        capture_output=True,
-        env=env,
-    )
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=200"
-    subprocess.run(
-        _as_postgres([pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]),
-        check=True,
-        capture_output=True,
-        env=env,
-    )
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            _as_postgres([pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"]),
-            capture_output=True,
-            env=env,
-        )
-        shutil.rmtree(root, ignore_errors=True)
+    with own_cluster() as running:
+        yield running.admin_dsn
 
 
 def with_database(dsn: str, database: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -42,15 +43,15 @@ async def inject_report(request: web.Request) -> web.Response:
     if missing:
         raise ValidationFailed(missing)
     report = ReportRequest(
-        mailbox_id=str(body["mailbox_id"]),
-        code=str(body["code"]),
-        description=str(body["description"]),
-        workflow_id=str(body["workflow_id"]),
-        subject=str(body.get("subject") or ""),
-        local_id=str(body.get("local_id") or ""),
-        status=str(body.get("status") or "undeliverable"),
-        file_name=str(body.get("file_name") or ""),
-        linked_message_id=str(body.get("linked_message_id") or "").upper(),
+        mailbox_id=_text(body, "mailbox_id"),
+        code=_text(body, "code"),
+        description=_text(body, "description"),
+        workflow_id=_text(body, "workflow_id"),
+        subject=_text(body, "subject"),
+        local_id=_text(body, "local_id"),
+        status=_text(body, "status") or "undeliverable",
+        file_name=_text(body, "file_name"),
+        linked_message_id=_text(body, "linked_message_id").upper(),
     )
     message_id = await request.app[SANDBOX_ADMIN].inject_report(report)
     return views.json({"message_id": message_id})
@@ -59,19 +60,35 @@ async def inject_report(request: web.Request) -> web.Response:
 async def append_event(request: web.Request) -> web.Response:
     body = await _json_body(request)
     try:
-        status = Status(str(body.get("status", "")).lower())
+        status = Status(_text(body, "status").lower())
     except ValueError:
         raise ValidationFailed.invalid("body", "status", "Input should be a message status", "enum") from None
     event = Event(
         status=status,
         timestamp=request.app[SANDBOX_ADMIN].now(),
-        event=str(body.get("event") or ""),
-        code=str(body.get("code") or ""),
-        description=str(body.get("description") or ""),
-        linked_message_id=str(body.get("linked_message_id") or ""),
+        event=_text(body, "event"),
+        code=_text(body, "code"),
+        description=_text(body, "description"),
+        linked_message_id=_text(body, "linked_message_id"),
     )
     await request.app[SANDBOX_ADMIN].append_event(request.match_info["message_id"], event)
     return views.empty()
+
+
+#: What a send refuses in a mex-* header (headers.py); these fields become a REPORT's mex-* headers on download,
+#: where aiohttp refuses to write them (a 500 on every download of that report).
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _text(body: dict[str, Any], name: str) -> str:
+    """A field as text ("" when absent or null), refused with a 400 when it holds a control character."""
+    value = body.get(name)
+    text = "" if value is None else str(value)
+    if _CONTROL_CHARS.search(text):
+        raise ValidationFailed.invalid(
+            "body", name, "String should not contain control characters", "string_pattern_mismatch"
+        )
+    return text
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:

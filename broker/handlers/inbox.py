@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 from urllib.parse import urlencode
 
@@ -10,7 +11,7 @@ from aiohttp import web
 from broker import headers, views
 from broker.errors import ValidationFailed
 from broker.handlers.common import caller, chunk_number, int_query, message_id, version
-from broker.keys import DIRECTORY, MESSAGING, TRANSFER
+from broker.keys import DIRECTORY, MESSAGING, SETTINGS, TRANSFER
 from broker.services.messaging import INBOX_DEFAULT_PAGE
 from broker.transfer import Coding
 
@@ -21,7 +22,9 @@ async def handshake(request: web.Request) -> web.Response:
         if request.headers.get(required) is None:
             raise ValidationFailed.missing("header", required.lower())
     await request.app[DIRECTORY].record_handshake(mailbox, request.headers[headers.CLIENT_VERSION])
-    return views.handshake(mailbox.mailbox_id, version(request))
+    response = views.handshake(mailbox.mailbox_id, version(request))
+    response.headers[headers.EXTENSIONS] = headers.EXTENSION_NAMES  # ours, for clients that look (docs/api.md)
+    return response
 
 
 async def count(request: web.Request) -> web.Response:
@@ -35,12 +38,16 @@ async def list_inbox(request: web.Request) -> web.Response:
     api = version(request)
     max_results = int_query(request, "max_results", INBOX_DEFAULT_PAGE)
     workflow_filter = request.query.get("workflow_filter")
+    wait = int_query(request, "wait", 0)  # our long poll (docs/api.md), at most MESH_INBOX_WAIT_MAX_SECONDS
+    if wait < 0:
+        raise ValidationFailed.invalid("query", "wait", "Input should be 0 or more seconds", "greater_than_equal")
     page = await request.app[MESSAGING].inbox(
         mailbox,
         max_results=max_results,
         continue_from=request.query.get("continue_from"),
         workflow_filter=workflow_filter,
         with_count=api == headers.V2,
+        wait=min(wait, request.app[SETTINGS].inbox_wait_max_seconds),
     )
     # v2 links echo only the non-default arguments, as the live service and the sandbox do.
     args: dict[str, str] = {}
@@ -77,6 +84,9 @@ async def download(request: web.Request) -> web.StreamResponse:
             content_type=views.download_content_type(message, api),
         ),
     )
+    if coding is Coding.AS_STORED and chunk.sha256:
+        # The bytes leave as stored, so their recorded SHA-256 is the body's (RFC 9530): a client can check it.
+        response.headers["Content-Digest"] = f"sha-256=:{base64.b64encode(bytes.fromhex(chunk.sha256)).decode()}:"
     return await request.app[TRANSFER].send(request, response, chunk, coding)
 
 

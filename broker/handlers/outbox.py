@@ -24,10 +24,12 @@ async def send(request: web.Request) -> web.Response:
 async def upload_chunk(request: web.Request) -> web.Response:
     target = message_id(request)
     number = chunk_number(request)
-    declared, _total = headers.parse_chunk_range(request.headers.get(headers.CHUNK_RANGE), message_id=target)
+    declared, total = headers.parse_chunk_range(request.headers.get(headers.CHUNK_RANGE), message_id=target)
     if declared != number:
         raise BrokerError(ErrorCode.INVALID_CHUNKS, message_id=target)
     encoding = headers.content_encoding_of(request.headers)
     limit = request.app[SETTINGS].max_request_bytes
-    await request.app[MESSAGING].upload_chunk(caller(request), target, number, encoding, body(request, limit, target))
+    await request.app[MESSAGING].upload_chunk(
+        caller(request), target, number, encoding, body(request, limit, target), total=total
+    )
     return views.chunk_accepted(target, number, version(request))

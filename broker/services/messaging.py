@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
 from broker import nhs
+from broker.arrivals import Arrivals
 from broker.blobs.protocol import BlobStore
 from broker.budget import MemoryBudget
 from broker.clock import SYSTEM_CLOCK, Clock
 from broker.errors import BrokerError, ErrorCode, ValidationFailed
 from broker.headers import SendRequest
 from broker.ids import decode_cursor, encode_cursor, new_message_id, random_suffix
-from broker.integrity import Meter
+from broker.integrity import GzipCheck, Meter
 from broker.metrics import Metrics
 from broker.models import Chunk, Event, Mailbox, Message, MessageType, Party, Status
+from broker.services import idempotency
 from broker.services.directory import Directory
 from broker.services.routing import GpRouting, RouteFailure
 from broker.store.protocol import (
@@ -26,6 +29,8 @@ from broker.store.protocol import (
     ChunkOutcome,
     DuplicateMessageId,
     FilterOp,
+    IdempotencyKey,
+    IdempotencyStore,
     InboxCursor,
     InboxStore,
     MailboxLookup,
@@ -99,7 +104,7 @@ def parse_workflow_filter(text: str | None) -> WorkflowFilter | None:
     return WorkflowFilter(FilterOp.EQUALS, body, negate)
 
 
-class MessagingStore(MailboxLookup, MessageStore, InboxStore, Protocol):
+class MessagingStore(MailboxLookup, MessageStore, InboxStore, IdempotencyStore, Protocol):
     """What the messaging rules read and change."""
 
 
@@ -121,6 +126,7 @@ class Messaging:
         clock: Clock = SYSTEM_CLOCK,
         routing: GpRouting | None = None,
         reports: Reports | None = None,
+        arrivals: Arrivals | None = None,
     ):
         self._store = store
         self._blobs = blobs
@@ -136,10 +142,17 @@ class Messaging:
         self._clock = clock
         self._routing = routing
         self._reports = reports
+        self._arrivals = arrivals or Arrivals()
 
     # Sending ---------------------------------------------------------------------------------------------
     async def send(self, sender: Mailbox, request: SendRequest, body: AsyncIterable[bytes]) -> str:
-        """Store chunk 1 and the message row; a single-chunk message is delivered at once."""
+        """Store chunk 1 and the message row; a single-chunk message is delivered at once. A send with an
+        Idempotency-Key its sender used before answers that send's message, storing nothing (docs/api.md)."""
+        key = idempotency.key_of(sender, request)
+        if key is not None:
+            held = await self._store.get_send_by_key(key.sender, key.key)
+            if held is not None:
+                return idempotency.replayed(key, held)
         if request.total_chunks > self._max_chunks:
             raise BrokerError(ErrorCode.INVALID_CHUNKS)
         if request.declared_from is not None and request.declared_from.strip().upper() != sender.mailbox_id:
@@ -151,7 +164,7 @@ class Messaging:
             await self._routing.check_allowed(sender.mailbox_id, request.workflow_id)
             route = await self._routing.resolve(request.recipient, request.workflow_id)
             if isinstance(route, RouteFailure):
-                return await self._send_unroutable(sender, request, body, route)
+                return await self._send_unroutable(sender, request, body, route, key)
             recipient: Mailbox | None = route
         else:
             recipient = await self._store.get_mailbox(request.recipient)
@@ -161,7 +174,9 @@ class Messaging:
 
         now = self._clock.now()
         message_id = new_message_id(now)
-        stored = await self._store_chunk(message_id, 1, Meter(body, self._max_request_bytes))
+        stored = await self._store_chunk(
+            message_id, 1, Meter(_checked(body, request.content_encoding), self._max_request_bytes)
+        )
         size = stored.size
         if size == 0:
             raise BrokerError(ErrorCode.DATA_FILE_MISSING)
@@ -188,39 +203,60 @@ class Messaging:
             )
             return message, replace(stored, message_id=message_id)
 
-        message_id = await self._insert(message_id, stored, now, build)
+        message_id, fresh = await self._insert(message_id, stored, now, build, key)
+        if not fresh:
+            return message_id
         workflow = self._metrics.workflow(request.workflow_id)
         self._metrics.messages_sent.labels(workflow).inc()
         if complete:
             self._metrics.messages_delivered.labels(workflow).inc()
+            self._arrivals.notify(recipient.mailbox_id)
         return message_id
 
     async def _insert(
-        self, message_id: str, stored: Chunk, now: datetime, build: Callable[[str], tuple[Message, Chunk]]
-    ) -> str:
+        self,
+        message_id: str,
+        stored: Chunk,
+        now: datetime,
+        build: Callable[[str], tuple[Message, Chunk]],
+        key: IdempotencyKey | None = None,
+    ) -> tuple[str, bool]:
         """Store the message build(message_id) describes, whose chunk 1 is stored; an ID that clashes with a
-        stored one is drawn again. If it cannot be stored, the chunk's blob (if it has one) is deleted."""
+        stored one is drawn again. If it cannot be stored, the chunk's blob (if it has one) is deleted. With a key
+        that a racing send (at another node) took first, nothing is stored: (that send's message, False)."""
         for _attempt in range(3):
             try:
-                await self._store.create_message(*build(message_id))
-                return message_id
+                if key is None:
+                    await self._store.create_message(*build(message_id))
+                    return message_id, True
+                held = await self._store.create_message_once(*build(message_id), key)
             except DuplicateMessageId:
                 message_id = new_message_id(now)
+                continue
             except BaseException:
                 await asyncio.shield(self._drop(stored))
                 raise
+            if held.message_id == message_id:
+                return message_id, True
+            await self._drop(stored)
+            return idempotency.replayed(key, held), False
         await self._drop(stored)
         raise BrokerError(ErrorCode.INTERNAL)
 
     async def _send_unroutable(
-        self, sender: Mailbox, request: SendRequest, body: AsyncIterable[bytes], failure: RouteFailure
+        self,
+        sender: Mailbox,
+        request: SendRequest,
+        body: AsyncIterable[bytes],
+        failure: RouteFailure,
+        key: IdempotencyKey | None = None,
     ) -> str:
         """Accept a GPPROVIDER send whose trace failed: the message is recorded in error and the sender gets an
         EPL REPORT. Its recipient is an empty party, so no patient detail is kept; its bytes are read and
         dropped, since nothing will ever deliver them."""
         if self._reports is None:
             raise BrokerError(ErrorCode.INTERNAL)
-        size = await _discard(Meter(body, self._max_request_bytes))
+        size = await _discard(Meter(_checked(body, request.content_encoding), self._max_request_bytes))
         if size == 0:
             raise BrokerError(ErrorCode.DATA_FILE_MISSING)
         now = self._clock.now()
@@ -245,7 +281,9 @@ class Messaging:
             )
             return message, replace(dropped, message_id=message_id)
 
-        message_id = await self._insert(message_id, dropped, now, build)
+        message_id, fresh = await self._insert(message_id, dropped, now, build, key)
+        if not fresh:
+            return message_id
         self._metrics.messages_sent.labels(self._metrics.workflow(request.workflow_id)).inc()
         await self._reports.deliver(
             Party.of(sender),
@@ -258,9 +296,17 @@ class Messaging:
         return message_id
 
     async def upload_chunk(
-        self, sender: Mailbox, message_id: str, number: int, content_encoding: str, body: AsyncIterable[bytes]
+        self,
+        sender: Mailbox,
+        message_id: str,
+        number: int,
+        content_encoding: str,
+        body: AsyncIterable[bytes],
+        *,
+        total: int,
     ) -> bool:
-        """Store chunk n >= 2; True when it was the last missing chunk and the message is now delivered."""
+        """Store chunk n >= 2 of a message whose chunk 1 declared `total` chunks (mex-Chunk-Range's n); True when
+        it was the last missing chunk and the message is now delivered."""
         message = await self._store.get_message(message_id)
         if message is None:
             raise BrokerError(ErrorCode.NOT_FOUND, message_id=message_id)
@@ -270,18 +316,22 @@ class Messaging:
             # The sender's client finishes its upload as for any send; the REPORT already told it the outcome.
             if number > message.total_chunks:
                 raise BrokerError(ErrorCode.CHUNK_OUT_OF_RANGE, message_id=message_id)
-            await _discard(Meter(body, self._max_request_bytes, message_id))
+            _check_total(message, total)
+            await _discard(Meter(_checked(body, content_encoding, message_id), self._max_request_bytes, message_id))
             return False
         if message.status is not Status.UPLOADING:
             raise BrokerError(ErrorCode.CHUNK_FINALISED, message_id=message_id)
         if number > message.total_chunks or message.message_type is not MessageType.DATA:
             raise BrokerError(ErrorCode.CHUNK_OUT_OF_RANGE, message_id=message_id)
+        _check_total(message, total)
         if content_encoding != message.content_encoding:
             raise BrokerError(ErrorCode.ENCODING_CHANGED, message_id=message_id)
 
         # The whole message may not outgrow its limit either; file_size counts the chunks stored so far.
         limit = min(self._max_request_bytes, self._max_message_bytes - message.file_size)
-        chunk = await self._store_chunk(message_id, number, Meter(body, limit, message_id))
+        chunk = await self._store_chunk(
+            message_id, number, Meter(_checked(body, content_encoding, message_id), limit, message_id)
+        )
         if chunk.size == 0:
             raise BrokerError(ErrorCode.DATA_FILE_MISSING, message_id=message_id)
         now = self._clock.now()
@@ -295,6 +345,7 @@ class Messaging:
         if outcome in (ChunkOutcome.STORED, ChunkOutcome.COMPLETED):
             if outcome is ChunkOutcome.COMPLETED:
                 self._metrics.messages_delivered.labels(self._metrics.workflow(message.workflow_id)).inc()
+                self._arrivals.notify(message.recipient.mailbox_id)
             return outcome is ChunkOutcome.COMPLETED
         await self._drop(chunk)
         if outcome is ChunkOutcome.NOT_FOUND:
@@ -302,13 +353,13 @@ class Messaging:
         raise BrokerError(ErrorCode.CHUNK_FINALISED, message_id=message_id)
 
     async def _store_chunk(self, message_id: str, number: int, meter: Meter) -> Chunk:
-        """Store a chunk's body within the node's transfer memory budget: a body of at most
-        MESH_INLINE_CHUNK_BYTES is kept to go in the chunk's row (no blob-store round trip, no blob to clean
-        up); a larger one streams into the blob store, its first bytes included. An empty body is stored inline
-        with size 0, for the caller to refuse."""
+        """Store a chunk's body within the node's transfer memory budget, drawn on a piece at a time (_budgeted): a
+        body of at most MESH_INLINE_CHUNK_BYTES is kept to go in the chunk's row (no blob-store round trip, no blob
+        to clean up); a larger one streams into the blob store, its first bytes included. An empty body is stored
+        inline with size 0, for the caller to refuse."""
         started = time.perf_counter()
-        async with self._budget.reserve(self._blobs.transfer_buffer_bytes):
-            pieces = aiter(meter)
+        most = min(self._blobs.transfer_buffer_bytes, self._budget.total)
+        async with contextlib.aclosing(_budgeted(aiter(meter), self._budget, most)) as pieces:
             head = bytearray()
             async for piece in pieces:
                 head += piece
@@ -377,18 +428,43 @@ class Messaging:
         continue_from: str | None,
         workflow_filter: str | None,
         with_count: bool,
+        wait: float = 0.0,
     ) -> InboxPage:
+        """A page of the inbox. With wait (our long poll, docs/api.md), an empty page is answered only when a
+        message arrives or after wait seconds, whichever comes first."""
         low, high = INBOX_PAGE_LIMITS
         if not low <= max_results <= high:
             raise ValidationFailed.invalid(
                 "query", "max_results", f"Input should be between {low} and {high}", "greater_than_equal"
             )
         after = await self._cursor(recipient, continue_from)
-        ids, cursor = await self._store.list_inbox(
-            recipient.mailbox_id, max_results, after, parse_workflow_filter(workflow_filter)
-        )
+        workflow = parse_workflow_filter(workflow_filter)
+        if wait > 0:
+            ids, cursor = await self._wait_for_mail(recipient.mailbox_id, max_results, after, workflow, wait)
+        else:
+            ids, cursor = await self._store.list_inbox(recipient.mailbox_id, max_results, after, workflow)
         count = await self._store.count_inbox(recipient.mailbox_id) if with_count else None
         return InboxPage(ids, None if cursor is None else encode_cursor(cursor), count)
+
+    async def _wait_for_mail(
+        self, mailbox_id: str, limit: int, after: InboxCursor | None, workflow: WorkflowFilter | None, wait: float
+    ) -> tuple[list[str], InboxCursor | None]:
+        """List until the page has something or wait seconds pass. Between looks it sleeps until the mailbox is
+        notified, or for the arrivals' poll interval where not every arrival is heard (SQLite, or PostgreSQL
+        while its listener is down)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            arrival = self._arrivals.expect(mailbox_id)
+            try:
+                ids, cursor = await self._store.list_inbox(mailbox_id, limit, after, workflow)
+                remaining = deadline - loop.time()
+                if ids or remaining <= 0 or self._arrivals.closed:
+                    return ids, cursor
+                poll = self._arrivals.poll_seconds
+                await self._arrivals.wait(arrival, remaining if poll is None else min(remaining, poll))
+            finally:
+                self._arrivals.forget(mailbox_id, arrival)
 
     async def rich(
         self,
@@ -451,6 +527,35 @@ class Messaging:
         return found[0]
 
 
+def _checked(body: AsyncIterable[bytes], content_encoding: str, message_id: str | None = None) -> AsyncIterable[bytes]:
+    """The body, checked while it streams to be whole gzip where it is declared gzip (417 InvalidGzip if not), so
+    that every stored gzip chunk can be decoded for a client that does not accept gzip."""
+    return GzipCheck(body, message_id) if content_encoding == "gzip" else body
+
+
+def _check_total(message: Message, total: int) -> None:
+    """A later chunk's mex-Chunk-Range must declare the total chunk 1 declared (417 InvalidHeaderChunks)."""
+    if total != message.total_chunks:
+        raise BrokerError(
+            ErrorCode.INVALID_CHUNKS,
+            message_id=message.message_id,
+            description=f"Invalid chunk values sent in mex-Chunk-Range header: the message has "
+            f"{message.total_chunks} chunks, not {total}",
+        )
+
+
+async def _budgeted(pieces: AsyncIterator[bytes], budget: MemoryBudget, most: int) -> AsyncGenerator[bytes, None]:
+    """A body's pieces, each holding budget from its arrival until the store asks for the next one: as much as the
+    store may be holding by then (every byte handed over so far, up to its write buffer, `most`). Nothing is held
+    between pieces, while the client is waited on, so stalled uploads cannot starve the node of budget; and none
+    is held while waiting for budget, so uploads cannot deadlock each holding part of it."""
+    handed = 0
+    async for piece in pieces:
+        handed += len(piece)
+        async with budget.reserve(min(handed, most)):
+            yield piece
+
+
 async def _prefixed(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """The bytes already read, then the rest of the body."""
     yield head
@@ -462,8 +567,9 @@ def _parse_time(text: str) -> datetime:
     """ISO-8601; a time without a zone is UTC, as the broker's own v2 timestamps are."""
     try:
         at = datetime.fromisoformat(text)
-    except ValueError:
+        # A zone offset can carry a time just inside datetime's range (year 1 or 9999) out of it as UTC.
+        return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise ValidationFailed.invalid(
             "query", "start_time", "Input should be a valid datetime", "datetime_parsing"
         ) from None
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)

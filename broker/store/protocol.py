@@ -260,6 +260,98 @@ class StoreStats(Protocol):
         told by a stamp file; a PostgreSQL store with the cache turned off)."""
 
 
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    """The Idempotency-Key a sender gave on the first POST of a send (our extension), with a fingerprint of that
+    send's headers: the same key with other headers is a different send, and refused."""
+
+    sender: str
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedSend:
+    """The send that holds an idempotency key: its message and the fingerprint it was made with."""
+
+    message_id: str
+    fingerprint: str
+
+
+class IdempotencyStore(Protocol):
+    """Idempotency keys on sends: a repeated first POST answers the message the first one made. A key lives as
+    long as its message (the retention period) and is scoped to the sending mailbox."""
+
+    async def get_send_by_key(self, sender: str, key: str) -> KeyedSend | None:
+        """The send holding the sender's key, or None."""
+
+    async def create_message_once(self, message: Message, first_chunk: Chunk, key: IdempotencyKey) -> KeyedSend:
+        """As create_message, with the key held for the message in the same transaction; when the sender's key
+        is already held (by a send committed earlier or racing at another node) nothing is written and the
+        holder is returned, so exactly one of racing calls with one key stores its message. Raises
+        DuplicateMessageId as create_message does."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebSession:
+    """A person signed in to the web page (broker/ui). Expiry is the caller's to judge from the times."""
+
+    #: The SHA-256 (hex) of the cookie's token: the token itself is never stored.
+    session_key: str
+    #: Who signed in: the mailbox ID for a password sign-in, the identity provider's subject for OpenID Connect.
+    user_id: str
+    #: The mailbox the session acts as now.
+    mailbox_id: str
+    #: Every mailbox the sign-in may act as (a password sign-in: its own mailbox only).
+    mailboxes: tuple[str, ...]
+    #: What every form of this session must carry back.
+    csrf_token: str
+    created_at: datetime
+    seen_at: datetime
+    #: The absolute expiry, however active the session.
+    expires_at: datetime
+
+
+class WebSessionStore(Protocol):
+    """The web page's sign-ins: sessions that any node can serve, and failed sign-ins counted per key (a mailbox
+    or an address) for the lock-out. The rules (expiry, thresholds, back-off) are the caller's."""
+
+    async def create_web_session(self, session: WebSession) -> None:
+        """Store a new session (durably: the person is told they are signed in)."""
+
+    async def get_web_session(self, session_key: str) -> WebSession | None:
+        """The session with this key, expired or not, or None."""
+
+    async def touch_web_session(self, session_key: str, seen_at: datetime) -> None:
+        """Record when the session was last used (bookkeeping: may skip the fsync); an unknown key changes
+        nothing."""
+
+    async def switch_web_session_mailbox(self, session_key: str, mailbox_id: str) -> None:
+        """Make the session act as another mailbox (the caller checks it is one of its mailboxes)."""
+
+    async def delete_web_session(self, session_key: str) -> bool:
+        """Forget a session (sign out); False if there was none."""
+
+    async def purge_web_sign_ins(self, now: datetime, idle_before: datetime, quiet_before: datetime) -> int:
+        """Forget sessions whose expires_at is at or before now or whose seen_at is before idle_before, and
+        failure counts whose last failure is before quiet_before and whose lock, if any, has passed by now.
+        Returns how many sessions were forgotten."""
+
+    async def note_sign_in_failure(self, key: str, at: datetime, quiet_before: datetime) -> int:
+        """Count a failed sign-in against key and return its count, this one included. A key whose last failure
+        is before quiet_before starts again at 1. Concurrent calls with one key are each counted."""
+
+    async def lock_sign_in(self, key: str, until: datetime) -> None:
+        """Refuse sign-in for key until the time given (replacing any earlier lock); the key has a failure
+        count (note_sign_in_failure), else nothing changes."""
+
+    async def sign_in_locked_until(self, keys: Sequence[str], now: datetime) -> datetime | None:
+        """The latest time any of keys is locked until, when that is after now; else None."""
+
+    async def clear_sign_in_failures(self, key: str) -> None:
+        """Forget key's failure count and lock (a mailbox that has just signed in)."""
+
+
 class MetadataStore(
     DirectoryStore,
     PatientStore,
@@ -269,6 +361,8 @@ class MetadataStore(
     LifecycleStore,
     AdminStore,
     StoreStats,
+    IdempotencyStore,
+    WebSessionStore,
     Protocol,
 ):
     """Every role, with a lifetime: what the app factory and the CLI open and hand out."""

@@ -26,9 +26,13 @@ from broker.store.directory_cache import DirectoryCache
 from broker.store.protocol import (
     Box,
     ChunkOutcome,
+    IdempotencyKey,
     InboxCursor,
+    KeyedSend,
     NonDelivery,
+    StoreError,
     UndeliverableCandidate,
+    WebSession,
     WorkflowFilter,
 )
 
@@ -179,3 +183,47 @@ class SqlStore:
     # Figures ---------------------------------------------------------------------------------------------
     async def count_accepted(self) -> int:
         return await self._scan(tx.count_accepted)
+
+    # Idempotency keys ------------------------------------------------------------------------------------
+    async def get_send_by_key(self, sender: str, key: str) -> KeyedSend | None:
+        return await self._lookup(tx.get_idempotency_key, sender, key)
+
+    async def create_message_once(self, message: Message, first_chunk: Chunk, key: IdempotencyKey) -> KeyedSend:
+        try:
+            return await self._change(tx.create_message_once, message, first_chunk, key)
+        except tx.KeyTaken:
+            held = await self._lookup(tx.get_idempotency_key, key.sender, key.key)
+            if held is None:  # the holder was purged between the two statements: a retention-old key
+                raise StoreError(f"idempotency key {key.key!r} was held and is gone") from None
+            return held
+
+    # Web page sign-ins -----------------------------------------------------------------------------------
+    async def create_web_session(self, session: WebSession) -> None:
+        await self._change(tx.create_web_session, session)
+
+    async def get_web_session(self, session_key: str) -> WebSession | None:
+        return await self._lookup(tx.get_web_session, self._times, session_key)
+
+    async def touch_web_session(self, session_key: str, seen_at: datetime) -> None:
+        await self._note(tx.touch_web_session, session_key, seen_at)
+
+    async def switch_web_session_mailbox(self, session_key: str, mailbox_id: str) -> None:
+        await self._change(tx.switch_web_session_mailbox, session_key, mailbox_id)
+
+    async def delete_web_session(self, session_key: str) -> bool:
+        return await self._change(tx.delete_web_session, session_key)
+
+    async def purge_web_sign_ins(self, now: datetime, idle_before: datetime, quiet_before: datetime) -> int:
+        return await self._change(tx.purge_web_sign_ins, now, idle_before, quiet_before)
+
+    async def note_sign_in_failure(self, key: str, at: datetime, quiet_before: datetime) -> int:
+        return await self._change(tx.note_sign_in_failure, key, at, quiet_before)
+
+    async def lock_sign_in(self, key: str, until: datetime) -> None:
+        await self._change(tx.lock_sign_in, key, until)
+
+    async def sign_in_locked_until(self, keys: Sequence[str], now: datetime) -> datetime | None:
+        return await self._lookup(tx.sign_in_locked_until, self._times, list(keys), now)
+
+    async def clear_sign_in_failures(self, key: str) -> None:
+        await self._change(tx.clear_sign_in_failures, key)

@@ -23,10 +23,13 @@ from broker.store import paging
 from broker.store.protocol import (
     Box,
     ChunkOutcome,
+    IdempotencyKey,
     InboxCursor,
+    KeyedSend,
     NonDelivery,
     Undeliverable,
     UndeliverableCandidate,
+    WebSession,
     WorkflowFilter,
 )
 from broker.store.rows import (
@@ -407,3 +410,100 @@ def delete_mailbox_messages(mailbox_id: str | None, now: datetime) -> Plan[int]:
 def take_orphan_blobs(limit: int) -> Plan[list[str]]:
     taken = yield rows("take_orphans", limit)
     return [r[0] for r in taken]
+
+
+# Idempotency keys --------------------------------------------------------------------------------------------
+
+
+class KeyTaken(Exception):
+    """Raised inside create_message_once when a send committed at another node holds the key: the plan's
+    transaction rolls back (nothing of this send is kept) and the store reads the holder instead."""
+
+
+def get_idempotency_key(sender: str, key: str) -> Plan[KeyedSend | None]:
+    found = yield row("get_idempotency_key", sender, key)
+    return None if found is None else KeyedSend(found[1], found[0])
+
+
+def create_message_once(message: Message, first_chunk: Chunk, key: IdempotencyKey) -> Plan[KeyedSend]:
+    """create_message, unless the sender's key is already held: then nothing is written and the holder is the
+    answer. The key row goes in after the message row (it refers to it), in the same transaction."""
+    held = yield from get_idempotency_key(key.sender, key.key)
+    if held is not None:
+        return held
+    yield from create_message(message, first_chunk)
+    claimed = yield execute("claim_idempotency_key", key.sender, key.key, key.fingerprint, message.message_id)
+    if claimed != 1:  # PostgreSQL: a racing send's insert committed while this one waited on the key
+        raise KeyTaken(key.key)
+    return KeyedSend(message.message_id, key.fingerprint)
+
+
+# Web page sign-ins -------------------------------------------------------------------------------------------
+# A session's mailboxes are kept as one text of IDs separated by spaces (a mailbox ID never holds a space).
+
+
+def create_web_session(session: WebSession) -> Plan[None]:
+    yield execute(
+        "insert_web_session",
+        session.session_key,
+        session.user_id,
+        session.mailbox_id,
+        " ".join(session.mailboxes),
+        session.csrf_token,
+        session.created_at,
+        session.seen_at,
+        session.expires_at,
+    )
+
+
+def get_web_session(times: Times, session_key: str) -> Plan[WebSession | None]:
+    found = yield row("get_web_session", session_key)
+    if found is None:
+        return None
+    key, user_id, mailbox_id, mailboxes, csrf, created_at, seen_at, expires_at = found
+    when = (times(created_at), times(seen_at), times(expires_at))
+    return WebSession(key, user_id, mailbox_id, tuple(mailboxes.split()), csrf, *when)
+
+
+def touch_web_session(session_key: str, seen_at: datetime) -> Plan[None]:
+    yield execute("touch_web_session", seen_at, session_key)
+
+
+def switch_web_session_mailbox(session_key: str, mailbox_id: str) -> Plan[None]:
+    yield execute("switch_web_session_mailbox", mailbox_id, session_key)
+
+
+def delete_web_session(session_key: str) -> Plan[bool]:
+    return int((yield execute("delete_web_session", session_key))) == 1
+
+
+def purge_web_sign_ins(now: datetime, idle_before: datetime, quiet_before: datetime) -> Plan[int]:
+    purged = int((yield execute("purge_web_sessions", now, idle_before)))
+    yield execute("purge_sign_in_failures", quiet_before, now)
+    return purged
+
+
+def note_sign_in_failure(key: str, at: datetime, quiet_before: datetime) -> Plan[int]:
+    """Count the failure and read the count back in one transaction (the upsert's row lock on PostgreSQL, the
+    single writer on SQLite, so racing failures each count)."""
+    yield execute("note_sign_in_failure", key, at, quiet_before)
+    return int((yield row("sign_in_failures", key))[0])
+
+
+def lock_sign_in(key: str, until: datetime) -> Plan[None]:
+    yield execute("lock_sign_in", until, key)
+
+
+def sign_in_locked_until(times: Times, keys: Sequence[str], now: datetime) -> Plan[datetime | None]:
+    latest: datetime | None = None
+    for key in keys:
+        found = yield row("sign_in_failures", key)
+        if found is not None and found[1] is not None:
+            until = times(found[1])
+            if until > now and (latest is None or until > latest):
+                latest = until
+    return latest
+
+
+def clear_sign_in_failures(key: str) -> Plan[None]:
+    yield execute("clear_sign_in_failures", key)

@@ -1,10 +1,13 @@
-"""/metrics: Prometheus text, no MESH auth, latency by route template, message and error counters."""
+"""/metrics: Prometheus text, no MESH auth, latency by route template, message and error counters; on the metrics port,
+and on the MESH port only when asked for."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -14,6 +17,13 @@ from broker.settings import Settings
 from tests.api.helpers import MB1, MB2
 from tests.integration.broker_process import free_port
 from tests.support import Mesh
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The tier's settings with /metrics on the MESH port too (MESH_METRICS_ON_MESH_PORT), so the test client
+    scrapes it."""
+    return settings.with_(metrics_on_mesh_port=True)
 
 
 async def samples(client: TestClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -135,7 +145,7 @@ async def test_metrics_on_their_own_port(
     """With MESH_METRICS_PORT, Prometheus scrapes plain HTTP there (a node whose MESH port wants a mailbox's client
     certificate stays scrapable), and the MESH port no longer answers /metrics."""
     port = free_port()
-    client = await aiohttp_client(create_app(settings.with_(metrics_port=port)))
+    client = await aiohttp_client(create_app(settings.with_(metrics_port=port, metrics_on_mesh_port=False)))
     await Mesh(client, MB1).send_ok(MB2, b"counted on the other port")
     assert (await client.get("/metrics")).status == 404
     async with aiohttp.ClientSession() as session:
@@ -143,5 +153,19 @@ async def test_metrics_on_their_own_port(
             assert response.status == 200
             found = parse(await response.text())
         assert value(found, "mesh_messages_sent_total", workflow="TEST_WORKFLOW") == 1
+        # The probes are there too, for a kubelet that cannot present a mailbox's client certificate.
+        async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+            assert (response.status, (await response.json())["status"]) == (200, "ready")
+        async with session.get(f"http://127.0.0.1:{port}/livez") as response:
+            assert response.status == 200
         async with session.get(f"http://127.0.0.1:{port}/messageexchange/_ping") as response:
             assert response.status == 404  # the metrics port serves nothing else
+
+
+async def test_not_on_the_mesh_port_unless_asked_for(
+    aiohttp_client: Callable[..., Awaitable[TestClient]], tmp_path: Path
+) -> None:
+    """Unauthenticated, it would tell anyone who asks which workflows flow and how much: off by default."""
+    client = await aiohttp_client(create_app(Settings(data_dir=tmp_path / "data", shared_key="TestKey", demo=True)))
+    assert (await client.get("/metrics")).status == 404
+    assert (await client.get("/messageexchange/_ping")).status == 200

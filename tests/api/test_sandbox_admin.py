@@ -6,7 +6,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from broker.app import create_app
-from broker.settings import Settings
+from broker.keys import DIRECTORY
+from broker.models import Mailbox
+from broker.settings import Settings, SettingsError
 from tests.api.conftest import AiohttpClient
 from tests.api.helpers import (
     MB1,
@@ -200,6 +202,21 @@ async def test_message_details(client: TestClient, mb1: Mesh, prefix: str) -> No
 async def test_admin_needs_no_auth_even_with_a_bad_token(client: TestClient) -> None:
     response = await client.get(f"/admin/mailbox/{MB1}", headers={"Authorization": "NHSMESH junk"})
     assert response.status == 200
+
+
+# Outside demo mode ---------------------------------------------------------------------------------------
+
+
+async def test_outside_demo_mode_only_over_a_store_declared_disposable(
+    aiohttp_client: AiohttpClient, settings: Settings
+) -> None:
+    with pytest.raises(SettingsError, match="MESH_SANDBOX_ADMIN_DISPOSABLE_STORE"):
+        settings.with_(demo=False)
+    disposable = settings.with_(demo=False, sandbox_admin_disposable_store=True)
+    client = await aiohttp_client(create_app(disposable))
+    await client.app[DIRECTORY].add_mailbox(Mailbox("TESTBOX1", "password"))  # no demo mailboxes to reset
+    assert (await client.get("/admin/mailbox/TESTBOX1")).status == 200
+    assert (await client.delete("/admin/reset")).status == 200
 
 
 # Admin off -----------------------------------------------------------------------------------------------

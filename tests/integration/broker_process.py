@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -84,6 +85,9 @@ class BrokerProcess:
     #: a client certificate the readiness probe presents when the broker requires one
     probe_cert: tuple[str, str] | None = None
     port: int = field(default_factory=free_port)
+    #: RLIMIT_FSIZE for the broker: a write past this many bytes in any file fails with EFBIG, a full disk of
+    #: sorts that needs no root (Python ignores SIGXFSZ, so the write fails instead of killing the process)
+    file_size_limit: int | None = None
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -123,6 +127,7 @@ class BrokerProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=None if self.file_size_limit is None else self._limit_file_size,
             )
         try:
             self._wait_ready(timeout)
@@ -130,6 +135,10 @@ class BrokerProcess:
             self.kill()
             raise
         return self
+
+    def _limit_file_size(self) -> None:
+        assert self.file_size_limit is not None
+        resource.setrlimit(resource.RLIMIT_FSIZE, (self.file_size_limit, self.file_size_limit))
 
     def _probe_context(self) -> ssl.SSLContext | None:
         if self.certificates is None:

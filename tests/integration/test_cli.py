@@ -200,6 +200,18 @@ def test_serve_rejects_a_bad_setting(data_dir: Path) -> None:
     assert "MESH_DEMO" in done.stderr
 
 
+def test_serve_refuses_sandbox_admin_over_a_store_not_declared_disposable(data_dir: Path) -> None:
+    done = run_cli(
+        data_dir,
+        ["serve", "--port", str(free_port()), "--sandbox-admin", "on"],
+        env={"MESH_SHARED_KEY": SHARED_KEY},
+    )
+    assert done.returncode == 2
+    assert "MESH_SANDBOX_ADMIN_DISPOSABLE_STORE=on" in done.stderr
+    assert "MESH_DEMO=on" in done.stderr
+    assert not (data_dir / "mesh.sqlite3").exists()  # refused before anything was opened
+
+
 PATIENTS_CSV = """nhs_number,date_of_birth,family_name,gp_ods_code
 9990000018,1967-01-26,Smith,A11
 9990000026,19850714,O'Brien-Núñez,B22

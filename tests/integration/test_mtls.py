@@ -1,4 +1,5 @@
-"""Mutual TLS: a required client certificate bound to the mailbox by its CN, and the optional mode."""
+"""Mutual TLS over real TLS: a client certificate bound to the mailbox by its whole CN, in the required and optional
+modes, and the ODS-wide convention only when asked for."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 import trustme
+from mesh_client import MeshClient
 
 from tests.integration.broker_process import (
     HOST,
@@ -23,6 +25,10 @@ from tests.integration.conftest import MakeClient
 
 ALICE, BOB, CAROL = "X26ABC1", "X26ABC2", "X26ABC3"  # ODS codes X26, X26, X27
 ALICE_CN = "X26ABC1.X26.api.mesh-client.nhs.uk"
+#: Alice's mailbox ID as the first label, then anything: once enough to act for her.
+LOOKALIKE_CN = "X26ABC1.evil.example"
+TEST_SUFFIX = "mesh.test.example"
+SERVER_CN = f"SERVER001.X26.{TEST_SUFFIX}"  # the ODS-wide form, under a configured suffix
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,9 @@ class Pki:
     client_ca: trustme.CA
     client_ca_path: Path
     alice_cert: tuple[str, str]
+    lookalike_cert: tuple[str, str]
+    server_cert: tuple[str, str]
+    alice_test_cert: tuple[str, str]
 
 
 @pytest.fixture(scope="module")
@@ -40,20 +49,31 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     client_ca = trustme.CA()
     client_ca_path = root / "client-ca.pem"
     client_ca.cert_pem.write_to_path(str(client_ca_path))
-    alice_cert = client_certificate(client_ca, ALICE_CN, root / "clients")
-    return Pki(root, trustme.CA(), client_ca, client_ca_path, alice_cert)
+    clients = root / "clients"
+    return Pki(
+        root,
+        trustme.CA(),
+        client_ca,
+        client_ca_path,
+        client_certificate(client_ca, ALICE_CN, clients),
+        client_certificate(client_ca, LOOKALIKE_CN, clients),
+        client_certificate(client_ca, SERVER_CN, clients),
+        client_certificate(client_ca, f"{ALICE}.X26.{TEST_SUFFIX}", clients),
+    )
 
 
-def _broker(pki: Pki, mode: str) -> BrokerProcess:
+def _broker(pki: Pki, mode: str, name: str | None = None, **env: str) -> BrokerProcess:
+    name = name or mode
     return BrokerProcess(
-        data_dir=pki.root / f"data-{mode}",
+        data_dir=pki.root / f"data-{name}",
         env={
             "MESH_SHARED_KEY": SHARED_KEY,
             "MESH_DEMO": "on",
             "MESH_TLS_CLIENT_CA": str(pki.client_ca_path),
             "MESH_TLS_CLIENT_CERT": mode,
+            **env,
         },
-        certificates=server_certificates(pki.server_ca, pki.root / f"tls-{mode}"),
+        certificates=server_certificates(pki.server_ca, pki.root / f"tls-{name}"),
         probe_cert=pki.alice_cert,
     )
 
@@ -114,13 +134,39 @@ def test_required_accepts_the_mailbox_certificate(required: BrokerProcess, pki: 
     assert alice.track_message(message_id)["status"] == "accepted"
 
 
-def test_required_binds_the_certificate_ods_code(required: BrokerProcess, pki: Pki, client_for: MakeClient) -> None:
-    # The CN's second label is an ODS code: it admits that organisation's mailboxes (X26ABC2) and no others.
-    assert client_for(required, BOB, cert=pki.alice_cert).handshake() == b"hello"
-    carol = client_for(required, CAROL, cert=pki.alice_cert)
+def refused(client: MeshClient) -> int:
     with pytest.raises(requests.HTTPError) as raised:
-        carol.handshake()
-    assert raised.value.response.status_code == 403
+        client.handshake()
+    return int(raised.value.response.status_code)
+
+
+def test_required_binds_the_whole_cn_to_one_mailbox(required: BrokerProcess, pki: Pki, client_for: MakeClient) -> None:
+    # Alice's certificate does not act for Bob, though his mailbox has her ODS code (X26): that form is off.
+    assert refused(client_for(required, BOB, cert=pki.alice_cert)) == 403
+    assert refused(client_for(required, CAROL, cert=pki.alice_cert)) == 403
+    # A CN whose first label is Alice's mailbox ID, signed by the trusted CA, is not Alice's.
+    assert refused(client_for(required, ALICE, cert=pki.lookalike_cert)) == 403
+    # Nor is the organisation-wide form, nor Alice's name under another suffix than the configured one.
+    assert refused(client_for(required, ALICE, cert=pki.server_cert)) == 403
+    assert refused(client_for(required, ALICE, cert=pki.alice_test_cert)) == 403
+
+
+@pytest.fixture(scope="module")
+def ods_wide(pki: Pki) -> Iterator[BrokerProcess]:
+    settings = {"MESH_TLS_CLIENT_CN_SUFFIX": TEST_SUFFIX, "MESH_TLS_CLIENT_CN_ODS_WIDE": "on"}
+    with _broker(pki, "required", "ods-wide", **settings) as broker:
+        yield broker
+
+
+def test_the_ods_wide_form_when_asked_for(ods_wide: BrokerProcess, pki: Pki, client_for: MakeClient) -> None:
+    # SERVER001.X26.<suffix> acts for every X26 mailbox, and for no other organisation's.
+    assert client_for(ods_wide, ALICE, cert=pki.server_cert).handshake() == b"hello"
+    assert client_for(ods_wide, BOB, cert=pki.server_cert).handshake() == b"hello"
+    assert refused(client_for(ods_wide, CAROL, cert=pki.server_cert)) == 403
+    # The configured suffix replaces the live one.
+    assert client_for(ods_wide, ALICE, cert=pki.alice_test_cert).handshake() == b"hello"
+    assert refused(client_for(ods_wide, ALICE, cert=pki.alice_cert)) == 403
+    assert refused(client_for(ods_wide, ALICE, cert=pki.lookalike_cert)) == 403
 
 
 def test_required_still_checks_the_token(required: BrokerProcess, pki: Pki, client_for: MakeClient) -> None:
@@ -137,3 +183,11 @@ def test_optional_accepts_a_client_without_certificate(optional: BrokerProcess, 
 
 def test_optional_accepts_a_certificate_too(optional: BrokerProcess, pki: Pki, client_for: MakeClient) -> None:
     assert client_for(optional, ALICE, cert=pki.alice_cert).handshake() == b"hello"
+
+
+def test_optional_binds_a_certificate_that_is_sent(optional: BrokerProcess, pki: Pki, client_for: MakeClient) -> None:
+    assert refused(client_for(optional, ALICE, cert=pki.lookalike_cert)) == 403
+    assert refused(client_for(optional, BOB, cert=pki.alice_cert)) == 403
+    alice = client_for(optional, ALICE, cert=pki.alice_cert)
+    message_id = alice.send_message(BOB, b"over optional mutual TLS", workflow_id="TEST_WORKFLOW")
+    assert alice.track_message(message_id)["status"] == "accepted"

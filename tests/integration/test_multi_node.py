@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,13 @@ V2 = "application/vnd.mesh.v2+json"
 
 @pytest.fixture
 def nodes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[BrokerProcess]]:
-    env = {"MESH_SHARED_KEY": SHARED_KEY, "MESH_DEMO": "on", **production_environment(request)}
+    # Long polls wait without polling, so only LISTEN/NOTIFY can wake one early (the long-poll test below).
+    env = {
+        "MESH_SHARED_KEY": SHARED_KEY,
+        "MESH_DEMO": "on",
+        "MESH_INBOX_WAIT_POLL_SECONDS": "60",
+        **production_environment(request),
+    }
     started: list[BrokerProcess] = []
     try:
         for number in range(3):
@@ -115,3 +122,71 @@ def test_two_nodes_racing_to_acknowledge_both_succeed_once(nodes: list[BrokerPro
     assert results == [None, None]  # both 200: the loser answers as a repeat acknowledge does
     tracking = client_for(nodes[0], "X26ABC1").track_message(message_id)
     assert tracking["status"] == "acknowledged"
+
+
+def test_an_idempotency_key_replayed_across_two_nodes_stores_one_message(nodes: list[BrokerProcess]) -> None:
+    """Our extension: two first POSTs with one key, racing at two nodes, answer one message ID; then a third,
+    later, at a third node, too. The same key with other headers is 409."""
+    tokens = iter(range(1000))
+
+    def send(node: BrokerProcess, subject: str = "once") -> requests.Response:
+        token = make_token(
+            SHARED_KEY.encode(), "X26ABC1", "password", nonce="idem", nonce_count=next(tokens), at=datetime.now(UTC)
+        )
+        headers = {
+            "Authorization": token,
+            "Accept": V2,
+            "mex-To": "X26ABC2",
+            "mex-WorkflowID": "TEST_WORKFLOW",
+            "mex-Subject": subject,
+            "Idempotency-Key": "across-nodes-1",
+        }
+        with _session() as session:
+            return session.post(f"{node.url}/messageexchange/X26ABC1/outbox", data=b"exactly once", headers=headers)
+
+    with ThreadPoolExecutor(2) as pool:
+        racing = list(pool.map(send, nodes[:2]))
+    assert [r.status_code for r in racing] == [202, 202]
+    ids = {r.json()["message_id"] for r in racing}
+    assert len(ids) == 1
+    later = send(nodes[2])
+    assert later.status_code == 202 and later.json()["message_id"] in ids
+    assert send(nodes[1], subject="another send").status_code == 409
+
+    token = make_token(SHARED_KEY.encode(), "X26ABC2", "password", nonce="idem-rx", nonce_count=0, at=datetime.now(UTC))
+    with _session() as session:
+        inbox = session.get(
+            f"{nodes[2].url}/messageexchange/X26ABC2/inbox", headers={"Authorization": token, "Accept": V2}
+        )
+    assert inbox.json()["messages"] == list(ids)
+
+
+def test_a_long_poll_on_one_node_is_woken_by_a_send_through_another(nodes: list[BrokerProcess]) -> None:
+    """PostgreSQL LISTEN/NOTIFY: the waiting node did not deliver the message, and does not poll (its listener
+    is up), yet answers within a fraction of the wait."""
+    token = make_token(SHARED_KEY.encode(), "X26ABC3", "password", nonce="wait", nonce_count=0, at=datetime.now(UTC))
+
+    def wait() -> tuple[list[str], float]:
+        started = time.monotonic()
+        with _session() as session:
+            response = session.get(
+                f"{nodes[0].url}/messageexchange/X26ABC3/inbox?wait=60",
+                headers={"Authorization": token, "Accept": V2},
+                timeout=70,
+            )
+        return response.json()["messages"], time.monotonic() - started
+
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(wait)
+        time.sleep(1.0)
+        assert not waiting.done()
+        token_1 = make_token(
+            SHARED_KEY.encode(), "X26ABC1", "password", nonce="wait-tx", nonce_count=0, at=datetime.now(UTC)
+        )
+        headers = {"Authorization": token_1, "Accept": V2, "mex-To": "X26ABC3", "mex-WorkflowID": "TEST_WORKFLOW"}
+        with _session() as session:
+            sent = session.post(f"{nodes[1].url}/messageexchange/X26ABC1/outbox", data=b"wake", headers=headers)
+        assert sent.status_code == 202
+        messages, took = waiting.result(timeout=65)
+    assert messages == [sent.json()["message_id"]]
+    assert took < 30  # the poll interval is 60 s and the wait 60 s: only the notification answers sooner

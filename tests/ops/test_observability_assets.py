@@ -159,7 +159,7 @@ async def exported(
     """Every series name the broker exports, on either backend, with the label names seen on it (target labels
     added). The embedded broker is exercised in full; a PostgreSQL + S3 one adds the series only it has."""
     clock = ManualClock()
-    base = Settings(data_dir=tmp_path / "data", shared_key="TestKey", demo=True)
+    base = Settings(data_dir=tmp_path / "data", shared_key="TestKey", demo=True, metrics_on_mesh_port=True)
     app = create_app(base, clock=clock)
     client = await aiohttp_client(app)
     await exercise(client)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from broker.errors import BrokerError, ErrorCode
-from broker.integrity import ChunkCorrupted, Meter, descriptor_matches, verified
+from broker.integrity import ChunkCorrupted, GzipCheck, Meter, descriptor_matches, verified
 from broker.models import Chunk
 
 DATA = b"0123456789" * 100
@@ -85,3 +86,41 @@ def test_descriptor_matches_checks_size_and_digest(tmp_path: Path) -> None:
     assert not file_matches(stored, record(DATA))
     stored.write_bytes(DATA[:-1])
     assert not file_matches(stored, record(DATA, sha256=""))
+
+
+async def test_verified_holds_back_only_the_final_piece() -> None:
+    """Each piece but the last leaves as soon as it is read, so a download holds one piece, not two."""
+    read = 0
+
+    async def counted(data: bytes) -> AsyncIterator[bytes]:
+        nonlocal read
+        async for piece in pieces(data):
+            read += 1
+            yield piece
+
+    seen = [(piece, read) async for piece in verified(counted(DATA), record(DATA))]
+    total = len(seen)
+    assert [reads for _, reads in seen[:-1]] == list(range(1, total))  # piece i left when i pieces were read
+    assert b"".join(piece for piece, _ in seen) == DATA
+
+
+async def test_gzip_check_passes_gzip_through_and_counts_what_it_decodes() -> None:
+    body = gzip.compress(DATA) + gzip.compress(DATA)
+    check = GzipCheck(pieces(body, 7))
+    assert b"".join(await collect(check.__aiter__())) == body
+    assert check.decoded == 2 * len(DATA)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [DATA, gzip.compress(DATA)[:-1], gzip.compress(DATA) + b"x", gzip.compress(DATA)[:5]],
+    ids=["not gzip", "cut short", "bytes after it", "header only"],
+)
+async def test_gzip_check_refuses_what_is_not_whole_gzip(body: bytes) -> None:
+    with pytest.raises(BrokerError) as caught:
+        await collect(GzipCheck(pieces(body), message_id="M1").__aiter__())
+    assert (caught.value.code, caught.value.message_id) == (ErrorCode.INVALID_GZIP, "M1")
+
+
+async def test_gzip_check_of_nothing_passes_for_the_caller_to_refuse() -> None:
+    assert await collect(GzipCheck(pieces(b"")).__aiter__()) == []

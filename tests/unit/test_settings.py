@@ -68,7 +68,8 @@ def test_from_env_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -
 )
 def test_flags(raw: str, expected: bool) -> None:
     assert Settings.from_env({"MESH_DEMO": raw, "MESH_SANDBOX_ADMIN": raw}).demo is expected
-    assert Settings.from_env({"MESH_SANDBOX_ADMIN": raw}).sandbox_admin is expected
+    assert Settings.from_env({"MESH_DEMO": "on", "MESH_SANDBOX_ADMIN": raw}).sandbox_admin is expected
+    assert Settings.from_env({"MESH_METRICS_ON_MESH_PORT": raw}).metrics_on_mesh_port is expected
 
 
 def test_empty_values_mean_unset() -> None:
@@ -99,6 +100,16 @@ def test_empty_values_mean_unset() -> None:
         ({"MESH_TLS_CLIENT_CERT": "sometimes"}, "MESH_TLS_CLIENT_CERT"),
         ({"MESH_TLS_CERT": "/c.pem"}, "MESH_TLS_KEY"),
         ({"MESH_TLS_CLIENT_CERT": "required"}, "MESH_TLS_CLIENT_CERT"),
+        ({"MESH_TLS_CLIENT_CN_SUFFIX": ".api.mesh-client.nhs.uk"}, "MESH_TLS_CLIENT_CN_SUFFIX"),
+        ({"MESH_TLS_CLIENT_CN_SUFFIX": "api..nhs.uk"}, "MESH_TLS_CLIENT_CN_SUFFIX"),
+        ({"MESH_TLS_CLIENT_CN_SUFFIX": "*.nhs.uk"}, "MESH_TLS_CLIENT_CN_SUFFIX"),
+        ({"MESH_TLS_CLIENT_CN_ODS_WIDE": "ods"}, "MESH_TLS_CLIENT_CN_ODS_WIDE"),
+        ({"MESH_METRICS_ON_MESH_PORT": "public"}, "MESH_METRICS_ON_MESH_PORT"),
+        ({"MESH_SHUTDOWN_GRACE_SECONDS": "0"}, "MESH_SHUTDOWN_GRACE_SECONDS"),
+        ({"MESH_SHUTDOWN_GRACE_SECONDS": "-5"}, "MESH_SHUTDOWN_GRACE_SECONDS"),
+        ({"MESH_SHUTDOWN_GRACE_SECONDS": "25s"}, "MESH_SHUTDOWN_GRACE_SECONDS"),
+        ({"MESH_SHUTDOWN_GRACE_SECONDS": "nan"}, "MESH_SHUTDOWN_GRACE_SECONDS"),
+        ({"MESH_READINESS_TIMEOUT_SECONDS": "0"}, "MESH_READINESS_TIMEOUT_SECONDS"),
     ],
 )
 def test_invalid_values_name_the_variable(environ: dict[str, str], variable: str) -> None:
@@ -210,3 +221,53 @@ def test_lifecycle_defaults() -> None:
     assert settings.upload_timeout == timedelta(hours=24)
     assert settings.housekeeping_interval == timedelta(seconds=60)
     assert settings.orphan_grace == timedelta(hours=1)
+
+
+def test_hardening_defaults() -> None:
+    settings = Settings()
+    assert settings.tls_client_cn_suffix == "api.mesh-client.nhs.uk"  # the live convention (mesh-api.md 2.6)
+    assert settings.tls_client_cn_ods_wide is False
+    assert settings.metrics_on_mesh_port is False
+    assert (settings.sandbox_admin, settings.sandbox_admin_disposable_store) == (False, False)
+    assert settings.shutdown_grace_seconds == 25.0  # under Kubernetes' default terminationGracePeriodSeconds (30)
+    assert settings.readiness_timeout_seconds == 2.0
+
+
+def test_hardening_settings_from_env() -> None:
+    settings = Settings.from_env(
+        {
+            "MESH_TLS_CLIENT_CN_SUFFIX": " Mesh-Client.Test.Example ",
+            "MESH_TLS_CLIENT_CN_ODS_WIDE": "on",
+            "MESH_METRICS_ON_MESH_PORT": "on",
+            "MESH_SANDBOX_ADMIN": "on",
+            "MESH_SANDBOX_ADMIN_DISPOSABLE_STORE": "on",
+            "MESH_SHUTDOWN_GRACE_SECONDS": "7.5",
+            "MESH_READINESS_TIMEOUT_SECONDS": "0.5",
+        }
+    )
+    assert settings.tls_client_cn_suffix == "mesh-client.test.example"
+    assert settings.tls_client_cn_ods_wide is True
+    assert settings.metrics_on_mesh_port is True
+    assert (settings.sandbox_admin, settings.sandbox_admin_disposable_store, settings.demo) == (True, True, False)
+    assert (settings.shutdown_grace_seconds, settings.readiness_timeout_seconds) == (7.5, 0.5)
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"MESH_SANDBOX_ADMIN": "on"},
+        {"MESH_SANDBOX_ADMIN": "on", "MESH_DATABASE_URL": "postgresql://mesh@db/mesh"},
+        {"MESH_SANDBOX_ADMIN": "on", "MESH_DEMO": "off", "MESH_SANDBOX_ADMIN_DISPOSABLE_STORE": "off"},
+    ],
+)
+def test_sandbox_admin_refuses_a_store_not_declared_disposable(environ: dict[str, str]) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(environ)
+    for name in ("MESH_SANDBOX_ADMIN", "MESH_DEMO", "MESH_SANDBOX_ADMIN_DISPOSABLE_STORE"):
+        assert name in str(raised.value)
+
+
+def test_sandbox_admin_runs_in_demo_mode_or_over_a_disposable_store() -> None:
+    assert Settings(sandbox_admin=True, demo=True).sandbox_admin
+    assert Settings(sandbox_admin=True, sandbox_admin_disposable_store=True).sandbox_admin
+    assert not Settings(sandbox_admin_disposable_store=True).sandbox_admin  # the word alone turns nothing on

@@ -222,3 +222,65 @@ ON CONFLICT DO NOTHING;
 -- name: delete_all_messages
 -- Delete every message (sandbox reset of the whole store).
 DELETE FROM messages;
+
+-- Idempotency keys (our extension: Idempotency-Key on the first POST of a send) --------------------------------
+
+-- name: get_idempotency_key
+-- The fingerprint and message of a key a sender gave before (a repeated first POST answers that message).
+SELECT fingerprint, message_id FROM idempotency_keys WHERE sender = ? AND idempotency_key = ?;
+
+-- name: claim_idempotency_key
+-- Hold a sender's key for the message just inserted; changes no row when a send racing at another node holds it.
+INSERT INTO idempotency_keys (sender, idempotency_key, fingerprint, message_id) VALUES (?, ?, ?, ?)
+ON CONFLICT (sender, idempotency_key) DO NOTHING;
+
+-- Web page sign-ins (broker/ui) --------------------------------------------------------------------------------
+
+-- name: insert_web_session
+-- A new web page session; its key is the SHA-256 of the cookie's token, never the token.
+INSERT INTO web_sessions (session_key, user_id, mailbox_id, mailboxes, csrf_token, created_at, seen_at, expires_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: get_web_session
+-- One web page session by key (every page a signed-in person asks for).
+SELECT session_key, user_id, mailbox_id, mailboxes, csrf_token, created_at, seen_at, expires_at
+FROM web_sessions WHERE session_key = ?;
+
+-- name: touch_web_session
+-- When a session was last used: its idle expiry counts from here.
+UPDATE web_sessions SET seen_at = ? WHERE session_key = ?;
+
+-- name: switch_web_session_mailbox
+-- The mailbox a session acts as now, one of those its sign-in may use.
+UPDATE web_sessions SET mailbox_id = ? WHERE session_key = ?;
+
+-- name: delete_web_session
+-- Sign out: forget one session.
+DELETE FROM web_sessions WHERE session_key = ?;
+
+-- name: purge_web_sessions
+-- Forget sessions past their absolute expiry or idle since before the cut-off.
+DELETE FROM web_sessions WHERE expires_at <= ? OR seen_at < ?;
+
+-- name: note_sign_in_failure
+-- Count a failed sign-in against a mailbox or an address; a count with no failure since the cut-off restarts at one.
+INSERT INTO web_sign_in_failures (failure_key, failures, last_failed_at) VALUES (?, 1, ?)
+ON CONFLICT (failure_key) DO UPDATE SET
+    failures = CASE WHEN web_sign_in_failures.last_failed_at < ? THEN 1 ELSE web_sign_in_failures.failures + 1 END,
+    last_failed_at = excluded.last_failed_at;
+
+-- name: sign_in_failures
+-- The failed sign-ins counted against a mailbox or an address, and until when its sign-in is locked.
+SELECT failures, locked_until FROM web_sign_in_failures WHERE failure_key = ?;
+
+-- name: lock_sign_in
+-- Refuse sign-in for a mailbox or an address until a time.
+UPDATE web_sign_in_failures SET locked_until = ? WHERE failure_key = ?;
+
+-- name: clear_sign_in_failures
+-- Forget the failed sign-ins of a mailbox that has just signed in.
+DELETE FROM web_sign_in_failures WHERE failure_key = ?;
+
+-- name: purge_sign_in_failures
+-- Forget failure counts with no failure since the cut-off whose lock, if any, has passed.
+DELETE FROM web_sign_in_failures WHERE last_failed_at < ? AND (locked_until IS NULL OR locked_until <= ?);
