@@ -20,7 +20,7 @@ from broker.store.protocol import MetadataStore
 from broker.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
-    from broker.store.pg_arrivals import ArrivalsListener
+    from broker.store.pg_listener import ChannelListener
 
 
 def database_url(settings: Settings) -> str:
@@ -50,15 +50,15 @@ def metadata_store(settings: Settings) -> MetadataStore:
     raise SettingsError(f"MESH_DATABASE_URL must start with sqlite:/// or postgresql://, not {url!r}")
 
 
-def arrivals_listener(settings: Settings, on_arrival: Callable[[str], None]) -> ArrivalsListener | None:
+def arrivals_listener(settings: Settings, on_arrival: Callable[[str], None]) -> ChannelListener | None:
     """What tells a node of arrivals at every node (the long-poll inbox): PostgreSQL's LISTEN/NOTIFY; None for
     SQLite, where long polls also look at the store every MESH_INBOX_WAIT_POLL_SECONDS."""
     url = database_url(settings)
     if urlparse(url).scheme not in ("postgresql", "postgres"):
         return None
-    from broker.store.pg_arrivals import ArrivalsListener
+    from broker.store.pg_arrivals import listen_for_arrivals
 
-    return ArrivalsListener(url, on_arrival)
+    return listen_for_arrivals(url, on_arrival)
 
 
 def blob_store(settings: Settings) -> BlobStore:

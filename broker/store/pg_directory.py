@@ -22,112 +22,47 @@ cache's maximum age: no entry is served more than 5 s after it was read.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from typing import Any
 
 from broker.store.directory_cache import DirectoryCache
-
-try:
-    import asyncpg
-except ImportError:  # pragma: no cover - PostgresStore refuses to start without it
-    asyncpg = None
+from broker.store.pg_listener import RETRY_SECONDS, ChannelListener
 
 CHANNEL = "mesh_directory"
 #: The triggers migration 0006 creates; without all of them the cache stays off.
 TRIGGERS = ("mailboxes_directory_changed", "workflows_directory_changed", "workflow_members_directory_changed")
 #: How the listening connection shows in pg_stat_activity.
 APPLICATION_NAME = "mesh-broker directory listener"
-#: Seconds between attempts to listen again after the connection was lost (the last one repeats).
-RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 log = logging.getLogger("broker.store")
 
 
-class DirectoryListener:
-    def __init__(self, dsn: str, cache: DirectoryCache, *, retry_seconds: tuple[float, ...] = RETRY_SECONDS):
-        self._dsn = dsn
-        self._cache = cache
-        self._retry = retry_seconds
-        self._conn: Any = None
-        self._reconnecting: asyncio.Task[None] | None = None
-        self._stopped = False
+def listen_for_directory_changes(
+    dsn: str, cache: DirectoryCache, *, retry_seconds: tuple[float, ...] = RETRY_SECONDS
+) -> ChannelListener:
+    """Forget the cache on every notification; suspend it while not listening; resume it once listening."""
+    return ChannelListener(
+        dsn,
+        CHANNEL,
+        application_name=APPLICATION_NAME,
+        name="directory",
+        down="directory cache suspended",
+        on_notify=lambda _payload: cache.forget(),
+        on_up=cache.resume,
+        on_down=cache.suspend,
+        ready=_triggers_present,
+        retry_seconds=retry_seconds,
+    )
 
-    @property
-    def listening(self) -> bool:
-        return self._conn is not None and not self._conn.is_closed()
 
-    async def start(self) -> None:
-        """Listen, or leave the cache suspended (retrying in the background) if that fails."""
-        self._cache.suspend()
-        if not await self._settled():
-            self._reconnect_later()
-
-    async def stop(self) -> None:
-        self._stopped = True
-        self._cache.suspend()
-        if self._reconnecting is not None:
-            self._reconnecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reconnecting
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close(timeout=5)
-
-    async def _settled(self) -> bool:
-        """One attempt: connect, check the triggers, LISTEN, then trust the cache. False when it is worth trying
-        again later (the database could not be reached); True when listening, or when the schema has no triggers
-        and only a migration and a restart can change that (the cache then stays off)."""
-        conn = None
-        try:
-            conn = await asyncpg.connect(self._dsn, timeout=10, server_settings={"application_name": APPLICATION_NAME})
-            present = await conn.fetchval("SELECT count(*) FROM pg_trigger WHERE tgname = ANY($1::text[])", TRIGGERS)
-            if present != len(TRIGGERS):
-                log.warning(
-                    "directory cache off: the database does not announce directory changes (run mesh-broker migrate)",
-                    extra={"action": "directory_cache_off"},
-                )
-                await conn.close()
-                return True
-            await conn.add_listener(CHANNEL, self._notified)
-            conn.add_termination_listener(self._lost)
-        except Exception as exc:  # whatever the reason, the answer is the same: stay suspended and try again later
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    await conn.close(timeout=5)
-            log.warning(
-                "directory cache suspended: cannot listen for directory changes",
-                extra={"action": "directory_listen_failed", "error": str(exc)},
-            )
-            return False
-        self._conn = conn
-        self._cache.resume()
+async def _triggers_present(conn: Any) -> bool:
+    """Without the triggers (a node newer than its schema, MESH_DB_MIGRATE=off) no change would be announced, so
+    the cache stays off; only a migration and a restart can change that."""
+    present = await conn.fetchval("SELECT count(*) FROM pg_trigger WHERE tgname = ANY($1::text[])", TRIGGERS)
+    if present == len(TRIGGERS):
         return True
-
-    def _notified(self, _conn: Any, _pid: int, _channel: str, _payload: str) -> None:
-        self._cache.forget()
-
-    def _lost(self, _conn: Any) -> None:
-        self._conn = None
-        self._cache.suspend()
-        if self._stopped:
-            return
-        log.warning("directory cache suspended: lost the listening connection", extra={"action": "directory_lost"})
-        self._reconnect_later()
-
-    def _reconnect_later(self) -> None:
-        if self._stopped or (self._reconnecting is not None and not self._reconnecting.done()):
-            return
-        self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
-
-    async def _reconnect(self) -> None:
-        attempt = 0
-        while not self._stopped:
-            await asyncio.sleep(self._retry[min(attempt, len(self._retry) - 1)])
-            attempt += 1
-            if await self._settled():
-                if self.listening:
-                    log.info("directory cache listening again", extra={"action": "directory_listening"})
-                return
+    log.warning(
+        "directory cache off: the database does not announce directory changes (run mesh-broker migrate)",
+        extra={"action": "directory_cache_off"},
+    )
+    return False

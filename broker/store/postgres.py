@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from broker.store import queries
 from broker.store import transactions as tx
 from broker.store.directory_cache import DirectoryCache
-from broker.store.pg_directory import DirectoryListener
+from broker.store.pg_directory import listen_for_directory_changes
 from broker.store.protocol import DuplicateMessageId, StoreError
 from broker.store.sql_store import PlanFunction, SqlStore
 
@@ -76,7 +76,7 @@ class PostgresStore(SqlStore):
         super().__init__(DirectoryCache(None), _utc)
         self._directory.suspend()  # until the listener is in place; for good with directory_cache=False
         retry = {"retry_seconds": directory_retry_seconds} if directory_retry_seconds else {}
-        self._listener = DirectoryListener(dsn, self._directory, **retry) if directory_cache else None
+        self._listener = listen_for_directory_changes(dsn, self._directory, **retry) if directory_cache else None
 
     async def open(self) -> None:
         async with _Translate():
