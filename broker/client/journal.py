@@ -13,7 +13,7 @@ import contextlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import orjson
 
@@ -47,8 +47,33 @@ def _read(path: Path) -> dict[str, Any] | None:
     return loaded if isinstance(loaded, dict) else None
 
 
+class _Journal:
+    """Load, save and finish for a journal dataclass whose `location` field names its file (not saved in it)."""
+
+    location: str
+
+    @classmethod
+    def load(cls, location: Path) -> Self | None:
+        found = _read(location)
+        if found is None:
+            return None
+        try:
+            return cls(**{**found, "location": str(location)})
+        except TypeError:  # a journal from another version: start again
+            return None
+
+    def finish(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            Path(self.location).unlink()
+
+    def _save(self) -> None:
+        values = asdict(self)  # type: ignore[call-overload]
+        del values["location"]
+        write_atomically(Path(self.location), orjson.dumps(values))
+
+
 @dataclass
-class UploadJournal:
+class UploadJournal(_Journal):
     path: str
     size: int
     mtime_ns: int
@@ -59,16 +84,6 @@ class UploadJournal:
     message_id: str = ""
     chunks_done: int = 0
     location: str = field(default="", repr=False)
-
-    @classmethod
-    def load(cls, location: Path) -> UploadJournal | None:
-        found = _read(location)
-        if found is None:
-            return None
-        try:
-            return cls(**{**found, "location": str(location)})
-        except TypeError:
-            return None
 
     @classmethod
     def start(
@@ -98,18 +113,9 @@ class UploadJournal:
         self.message_id, self.chunks_done = message_id, number
         self._save()
 
-    def finish(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            Path(self.location).unlink()
-
-    def _save(self) -> None:
-        values = asdict(self)
-        del values["location"]
-        write_atomically(Path(self.location), orjson.dumps(values))
-
 
 @dataclass
-class DownloadJournal:
+class DownloadJournal(_Journal):
     message_id: str
     chunks_done: int = 0
     bytes_done: int = 0
@@ -118,25 +124,9 @@ class DownloadJournal:
     location: str = field(default="", repr=False)
 
     @classmethod
-    def load(cls, location: Path) -> DownloadJournal | None:
-        found = _read(location)
-        if found is None:
-            return None
-        try:
-            return cls(**{**found, "location": str(location)})
-        except TypeError:
-            return None
-
-    @classmethod
     def start(cls, location: Path, message_id: str) -> DownloadJournal:
         return cls(message_id, location=str(location))
 
     def received(self, number: int, bytes_done: int, total: int, headers: dict[str, str]) -> None:
         self.chunks_done, self.bytes_done, self.total, self.headers = number, bytes_done, total, headers
-        values = asdict(self)
-        del values["location"]
-        write_atomically(Path(self.location), orjson.dumps(values))
-
-    def finish(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            Path(self.location).unlink()
+        self._save()
