@@ -6,7 +6,7 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 STAMP_BENCH := $(VENV)/.installed-bench
 
-.PHONY: postgres promtool haproxy chromium axe lock cluster cluster-down serve test lint typecheck unit bench bench-compare bench-latency bench-large bench-stalled faults soak clean
+.PHONY: postgres promtool haproxy chromium axe lock k8s-rules cluster cluster-down serve test lint typecheck unit bench bench-compare bench-latency bench-large bench-stalled bench-nodes faults soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ lock: $(STAMP_DEV)
 		--extra postgres --extra s3 --output-file deploy/requirements.lock pyproject.toml
 	cd deploy && ../$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --no-emit-index-url --no-emit-find-links \
 		--output-file build-requirements.lock build-requirements.in
+
+# The Kubernetes copy of the alert rules (deploy/k8s/base/prometheusrule.yaml) from grafana/alerts: run after changing
+# the rules (tests/ops checks they agree).
+k8s-rules: $(STAMP_DEV)
+	$(BIN)/python -m broker.devsupport.alert_rules
 
 # The compose topology as local processes on 127.0.0.1 (broker/devsupport/cluster.py): PostgreSQL, moto's S3, broker
 # nodes, HAProxy and Prometheus, state under .cluster/; prints the URLs. CLUSTER_ARGS='--nodes 3'.
@@ -103,6 +108,12 @@ bench-large: $(STAMP_DEV)
 # the broker's peak RSS and its RSS after they close. BENCH_ARGS='--stalled 2000 --cycles 500'.
 bench-stalled: $(STAMP_BENCH)
 	$(BIN)/python benchmarks/stalled.py $(BENCH_ARGS)
+
+# benchmarks/nodes.py (issue 18): the Locust load through HAProxy on 1, 2 and 4 nodes sharing one PostgreSQL and moto's
+# S3; cycles/s, CPU per cycle of every part, PostgreSQL round trips per cycle, and docs/capacity.md's plan from them.
+# On a many-core machine: BENCH_ARGS='--nodes 1,2,4,8 --duration 60 --out /tmp/nodes'.
+bench-nodes: $(STAMP_BENCH) postgres haproxy
+	$(BIN)/python benchmarks/nodes.py $(BENCH_ARGS)
 
 # The fault tier alone (tests/faults: SIGKILL mid-request, PostgreSQL stopped, S3 through a fault proxy, a full
 # disk); `make test` runs it too.

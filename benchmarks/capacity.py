@@ -10,6 +10,9 @@ messages sent, then listed, downloaded and acknowledged, after a warm-up. Report
   acknowledgement;
 - PostgreSQL transactions (pg_stat_database.xact_commit) and rows written (tup_inserted + tup_updated +
   tup_deleted) per send, download and acknowledgement. Every request also writes its token to the replay cache.
+- PostgreSQL round trips (a counting proxy in front of the database, pg_round_trips.py) per request (send,
+  download, acknowledgement, and a second chunk's upload of two-chunk messages) and per store write (the
+  create_message, add_chunk and acknowledge calls those requests make, the rest being the token and lookups).
 
     .venv/bin/python benchmarks/capacity.py --messages 500
 """
@@ -37,6 +40,7 @@ from broker.app import create_app
 from broker.auth import make_token
 from broker.keys import METRICS, STORE
 from broker.settings import Settings
+from pg_round_trips import ProxiedDatabase, counting_proxy
 
 SENDER, RECIPIENT = "X26ABC1", "X26ABC2"
 V2 = "application/vnd.mesh.v2+json"
@@ -68,6 +72,26 @@ async def send(client: TestClient, tokens: Tokens, body: bytes) -> str:
     response = await client.post(f"/messageexchange/{SENDER}/outbox", data=body, headers=headers)
     assert response.status == 202, await response.text()
     return str((await response.json())["message_id"])
+
+
+async def send_chunked(client: TestClient, tokens: Tokens, body: bytes) -> str:
+    """A message in two chunks: its first POST (the message row, chunk 1) only."""
+    headers = {
+        **tokens(),
+        "mex-To": RECIPIENT,
+        "mex-WorkflowID": "TEST_WORKFLOW",
+        "mex-Chunk-Range": "1:2",
+        "Content-Type": "application/octet-stream",
+    }
+    response = await client.post(f"/messageexchange/{SENDER}/outbox", data=body, headers=headers)
+    assert response.status == 202, await response.text()
+    return str((await response.json())["message_id"])
+
+
+async def upload_last_chunk(client: TestClient, tokens: Tokens, message_id: str, body: bytes) -> None:
+    headers = {**tokens(), "mex-Chunk-Range": "2:2", "Content-Type": "application/octet-stream"}
+    response = await client.post(f"/messageexchange/{SENDER}/outbox/{message_id}/2", data=body, headers=headers)
+    assert response.status == 202, await response.text()
 
 
 async def download(client: TestClient, tokens: Tokens, message_id: str) -> None:
@@ -146,11 +170,69 @@ def per(after: dict[str, float], before: dict[str, float], n: int) -> dict[str, 
     return {k: round((after.get(k, 0) - before.get(k, 0)) / n, 2) for k in after if after.get(k, 0) != before.get(k, 0)}
 
 
+class RoundTrips:
+    """PostgreSQL round trips per request and per store write, counted by a proxy (pg_round_trips.py); the
+    requests run one at a time, so what the proxy counts during a store call is that call's."""
+
+    WRITES = ("create_message", "add_chunk", "acknowledge")
+
+    def __init__(self, proxy: ProxiedDatabase | None):
+        self.proxy = proxy
+        self.per_write: dict[str, list[int]] = {name: [] for name in self.WRITES}
+
+    def count_writes(self, store: Any) -> None:
+        if self.proxy is None:
+            return
+        for name in self.WRITES:
+            setattr(store, name, self._counted(name, getattr(store, name)))
+
+    def _counted(self, name: str, method: Any) -> Any:
+        proxy, found = self.proxy, self.per_write[name]
+        assert proxy is not None
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            before = proxy.round_trips
+            try:
+                return await method(*args, **kwargs)
+            finally:
+                found.append(proxy.round_trips - before)
+
+        return counted
+
+    def now(self) -> int:
+        return 0 if self.proxy is None else self.proxy.round_trips
+
+    def writes(self) -> dict[str, float]:
+        """Round trips per call of each store write, over the calls since the last reading."""
+        figures = {name: round(sum(calls) / len(calls), 2) for name, calls in self.per_write.items() if calls}
+        for calls in self.per_write.values():
+            calls.clear()
+        return figures
+
+
+@asynccontextmanager
+async def round_trips(pg_dsn: str | None) -> AsyncIterator[RoundTrips]:
+    if pg_dsn is None:
+        yield RoundTrips(None)
+        return
+    async with counting_proxy(pg_dsn) as proxy:
+        yield RoundTrips(proxy)
+
+
 async def cycles(settings: Settings, pg_dsn: str | None, size: int, n: int) -> dict[str, Any]:
-    """n messages sent, then downloaded, then acknowledged, after a warm-up; the figures per message."""
+    """n messages sent, then downloaded, then acknowledged, after a warm-up; the figures per message. On
+    PostgreSQL, then n messages in two chunks, for the round trips of a chunk's upload."""
+    async with round_trips(pg_dsn) as trips:
+        if trips.proxy is not None:
+            settings = settings.with_(database_url=trips.proxy.dsn)
+        return await _cycles(settings, pg_dsn, size, n, trips)
+
+
+async def _cycles(settings: Settings, pg_dsn: str | None, size: int, n: int, trips: RoundTrips) -> dict[str, Any]:
     app = create_app(settings)
     figures: dict[str, Any] = {}
     async with TestClient(TestServer(app)) as client:
+        trips.count_writes(app[STORE])
         sender, receiver = Tokens(SENDER), Tokens(RECIPIENT)
         meter = Meter(app, settings, pg_dsn)
         for _ in range(WARM_UP):
@@ -163,19 +245,38 @@ async def cycles(settings: Settings, pg_dsn: str | None, size: int, n: int) -> d
             blob_operations(app),
             await meter.database_activity(),
         )
+        trips.writes()
+        counted = trips.now()
         ids = [await send(client, sender, os.urandom(size)) for _ in range(n)]
+        trip_figures = {"send": round((trips.now() - counted) / n, 2)}
         sent = (
             await meter.metadata_bytes(),
             await meter.blob_bytes(),
             blob_operations(app),
             await meter.database_activity(),
         )
+        counted = trips.now()
         for message_id in ids:
             await download(client, receiver, message_id)
+        trip_figures["download"] = round((trips.now() - counted) / n, 2)
         downloaded = (blob_operations(app), await meter.database_activity())
+        counted = trips.now()
         for message_id in ids:
             await acknowledge(client, receiver, message_id)
+        trip_figures["acknowledgement"] = round((trips.now() - counted) / n, 2)
         acked = (await meter.metadata_bytes(), blob_operations(app), await meter.database_activity())
+        if trips.proxy is not None:
+            write_figures = trips.writes()
+            counted = trips.now()
+            chunked = [await send_chunked(client, sender, os.urandom(size)) for _ in range(n)]
+            trip_figures["first_chunk_of_two"] = round((trips.now() - counted) / n, 2)
+            counted = trips.now()
+            for message_id in chunked:
+                await upload_last_chunk(client, sender, message_id, os.urandom(size))
+            trip_figures["last_chunk_upload"] = round((trips.now() - counted) / n, 2)
+            figures["postgres_round_trips_per_request"] = trip_figures
+            write_figures["add_chunk"] = trips.writes().get("add_chunk", 0.0)
+            figures["postgres_round_trips_per_store_write"] = write_figures
         if pg_dsn is not None:
             figures["metadata_bytes_per_message"] = round((acked[0] - start[0]) / n)
         figures["blob_bytes_per_message"] = round((sent[1] - start[1]) / n)

@@ -20,6 +20,15 @@ KiB/MiB/GiB powers of 1024. Bounded: every case has a deadline and the script st
     .venv/bin/python benchmarks/large_transfer.py --quick --backend both --markdown
     .venv/bin/python benchmarks/large_transfer.py --sizes 20GiB --chunks 100MB
     .venv/bin/python benchmarks/large_transfer.py --sizes 1GiB --chunks 100MB --concurrent 8
+
+--variant LABEL=PATH (repeatable) compares broker code: each case runs once per variant, the broker started with
+PYTHONPATH=PATH (a `git worktree add /tmp/before HEAD~1` checkout, say), and settings after a `+` if any
+(LABEL=PATH+MESH_EVENT_LOOP=asyncio+...), and --rounds N repeats that N times, so
+the variants alternate (A, B, A, B) under the same disk and CPU weather. The report then adds each variant's median
+upload and download MiB/s per case and their ratio to the first variant's.
+
+    .venv/bin/python benchmarks/large_transfer.py --sizes 1GiB --chunks 100MB \
+        --variant before=/tmp/before --variant after=. --rounds 3
 """
 
 from __future__ import annotations
@@ -140,6 +149,18 @@ def proc_status_kib(pid: int | str, field_name: str) -> int:
     return 0
 
 
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far; 0 once it is gone. On a shared machine this is the
+    steadier figure: wall time depends on what else runs, the work a transfer costs the broker much less."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    # Fields 14 and 15 of stat(5), utime and stime in clock ticks; fields[0] here is field 3 (state).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class RssSampler(threading.Thread):
     """VmRSS of a process every 100 ms on its own thread (the event loop may be busy), max kept per phase."""
 
@@ -177,6 +198,11 @@ class Result:
     size: int
     chunk: int
     concurrent: int = 1
+    #: --variant's label ("" without --variant) and the PYTHONPATH the broker ran with.
+    variant: str = ""
+    pythonpath: str = ""
+    #: MESH_* settings the variant adds to the broker's environment.
+    variant_env: dict[str, str] = field(default_factory=dict)
     status: str = "ok"
     upload_s: float = 0.0
     download_s: float = 0.0
@@ -189,6 +215,11 @@ class Result:
     rss_samples: int = 0
     upload_each_s: list[float] = field(default_factory=list)
     download_each_s: list[float] = field(default_factory=list)
+    #: The broker's CPU seconds (user + system) in each phase.
+    cpu_s: dict[str, float] = field(default_factory=dict)
+
+    def cpu_per_gib(self, phase: str) -> float:
+        return self.cpu_s.get(phase, 0.0) / (self.total / GiB)
 
     @property
     def chunks(self) -> int:
@@ -395,19 +426,21 @@ async def transfer(base: str, payload: Payload, result: Result, sampler: RssSamp
     try:
         indexes = range(result.concurrent)
         sampler.phase = "upload"
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), proc_cpu_s(sampler.pid)
         uploads = await together([upload(sessions[i], base, payload, result, i) for i in indexes])
         result.upload_s = time.perf_counter() - started
+        result.cpu_s["upload"] = proc_cpu_s(sampler.pid) - cpu
         sent = [each for each, _ in uploads]
         result.upload_each_s = [seconds for _, seconds in uploads]
 
         sampler.phase = "download"
         receivers = [Tokens(RECIPIENT) for _ in indexes]
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), proc_cpu_s(sampler.pid)
         result.download_each_s = await together(
             [download(sessions[i], base, receivers[i], sent[i], result, i) for i in indexes]
         )
         result.download_s = time.perf_counter() - started
+        result.cpu_s["download"] = proc_cpu_s(sampler.pid) - cpu
 
         sampler.phase = "acknowledge"
         started = time.perf_counter()
@@ -455,6 +488,8 @@ def run_case(result: Result, payload: Payload, parent: Path, args: argparse.Name
         result.status = reason
         return result
     label = f"[{result.backend}] {result.size_label} in {result.chunks} x {human(result.chunk)}"
+    if result.variant:
+        label += f" ({result.variant})"
     print(f"{label} ...", file=sys.stderr, flush=True)
     data_dir = Path(tempfile.mkdtemp(prefix="mesh-bench-large-", dir=parent))
     budget = case_budget(result.total, args)
@@ -462,6 +497,8 @@ def run_case(result: Result, payload: Payload, parent: Path, args: argparse.Name
         with backend(result.backend) as backend_env:
             port = free_port()
             base = f"http://127.0.0.1:{port}/messageexchange"
+            if result.pythonpath:
+                backend_env = {**backend_env, **result.variant_env, "PYTHONPATH": result.pythonpath}
             broker = start_broker(data_dir, port, backend_env)
             sampler = RssSampler(broker.pid)
             try:
@@ -502,9 +539,10 @@ def commit() -> str:
 def report(results: list[Result], limits: Limits, parent: Path, markdown: bool, label: str) -> None:
     print(f"\ndata disk ({parent}): {limits.describe()}")
     width = max([8, *(len(r.size_label) for r in results)])
+    named = max([0, *(len(r.variant) + 1 for r in results)])
     header = (
-        f"{'backend':<12} {'size':>{width}} {'chunk':>7} {'n':>4} {'up MiB/s':>9} {'% disk':>7} {'down MiB/s':>10} "
-        f"{'VmHWM MiB':>10} {'max RSS MiB':>11}  status"
+        f"{'backend':<12} {'':<{named}}{'size':>{width}} {'chunk':>7} {'n':>4} {'up MiB/s':>9} {'% disk':>7} "
+        f"{'down MiB/s':>10} {'VmHWM MiB':>10} {'max RSS MiB':>11}  status"
     )
     print(header)
     for r in results:
@@ -517,14 +555,19 @@ def report(results: list[Result], limits: Limits, parent: Path, markdown: bool, 
             if ok
             else f"{'-':>9} {'-':>7} {'-':>10} {'-':>10} {'-':>11}"
         )
-        print(f"{r.backend:<12} {r.size_label:>{width}} {human(r.chunk):>7} {r.chunks:>4} {cells}  {r.status}")
+        print(
+            f"{r.backend:<12} {r.variant:<{named}}{r.size_label:>{width}} {human(r.chunk):>7} {r.chunks:>4} {cells}  "
+            f"{r.status}"
+        )
     for r in results:
         if r.status == "ok":
             peaks = ", ".join(f"{phase} {kib / 1024:.0f}" for phase, kib in r.rss_peak.items())
             print(
-                f"  {r.backend} {r.size_label}/{human(r.chunk)}: upload {r.upload_s:.1f} s, "
+                f"  {r.backend} {r.variant + ' ' if r.variant else ''}{r.size_label}/{human(r.chunk)}: "
+                f"upload {r.upload_s:.1f} s, "
                 f"download {r.download_s:.1f} s, ack {r.ack_ms:.0f} ms; slowest chunk up {r.slowest_upload_s:.2f} s, "
-                f"down {r.slowest_download_s:.2f} s; "
+                f"down {r.slowest_download_s:.2f} s; broker CPU s/GiB up {r.cpu_per_gib('upload'):.2f}, "
+                f"down {r.cpu_per_gib('download'):.2f}; "
                 f"broker RSS MiB at start {r.rss_start_kib / 1024:.0f}, max by phase: {peaks} ({r.rss_samples} samples)"
             )
             if r.concurrent > 1:
@@ -535,6 +578,7 @@ def report(results: list[Result], limits: Limits, parent: Path, markdown: bool, 
                     f"seconds: upload {each_up}; download {each_down}"
                 )
     print(f"client (this process) VmHWM {proc_status_kib('self', 'VmHWM') / 1024:.0f} MiB")
+    compare(results, limits)
     if markdown:
         today, head = date.today().isoformat(), label or commit()
         print(f"\nData disk: {limits.describe()}.\n")
@@ -544,7 +588,8 @@ def report(results: list[Result], limits: Limits, parent: Path, markdown: bool, 
         )
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in results:
-            case = f"| {today} | {head} | {r.backend} | {r.size_label} | {human(r.chunk)} | {r.chunks} |"
+            named_head = f"{head} ({r.variant})" if r.variant else head
+            case = f"| {today} | {named_head} | {r.backend} | {r.size_label} | {human(r.chunk)} | {r.chunks} |"
             if r.status != "ok":
                 print(f"{case} {r.status} |||||")
                 continue
@@ -553,6 +598,50 @@ def report(results: list[Result], limits: Limits, parent: Path, markdown: bool, 
                 f"{case} {up:.1f} | {100 * up / limits.write_mibs:.0f}% | {r.rate(r.download_s):.1f} "
                 f"| {r.hwm_kib / 1024:.0f} | {max(r.rss_peak.values(), default=0) / 1024:.0f} |"
             )
+
+
+def compare(results: list[Result], limits: Limits) -> None:
+    """With --variant: per case, each variant's median rates over its rounds and the ratio to the first variant."""
+    variants = list(dict.fromkeys(r.variant for r in results if r.variant))
+    if len(variants) < 2:
+        return
+    print("\nvariants, median over rounds (ratio to the first variant):")
+    cases = dict.fromkeys((r.backend, r.size, r.chunk) for r in results)
+    for backend_name, size, chunk in cases:
+        runs = [r for r in results if (r.backend, r.size, r.chunk) == (backend_name, size, chunk) and r.status == "ok"]
+        medians: dict[str, tuple[float, float, float, float, float]] = {}
+        for variant in variants:
+            mine = [r for r in runs if r.variant == variant]
+            if mine:
+                medians[variant] = (
+                    statistics.median(r.rate(r.upload_s) for r in mine),
+                    statistics.median(r.rate(r.download_s) for r in mine),
+                    statistics.median(r.cpu_per_gib("upload") for r in mine),
+                    statistics.median(r.cpu_per_gib("download") for r in mine),
+                    max(max(r.rss_peak.values(), default=0) for r in mine) / 1024,
+                )
+        if variants[0] not in medians:
+            continue
+        base_up, base_down, base_cpu_up, base_cpu_down, _ = medians[variants[0]]
+        for variant, (up, down, cpu_up, cpu_down, rss) in medians.items():
+            pct = 100 * up / limits.write_mibs if limits.write_mibs else 0
+            print(
+                f"  {backend_name} {human(size)}/{human(chunk)} {variant}: upload {up:.1f} MiB/s ({pct:.0f}% disk, "
+                f"x{up / base_up:.2f}; broker CPU {cpu_up:.2f} s/GiB, x{cpu_up / base_cpu_up:.2f}), "
+                f"download {down:.1f} MiB/s (x{down / base_down:.2f}; broker CPU {cpu_down:.2f} s/GiB, "
+                f"x{cpu_down / base_cpu_down:.2f}), max RSS {rss:.0f} MiB ({sum(r.variant == variant for r in runs)} "
+                "rounds)"
+            )
+
+
+def parse_variant(text: str) -> tuple[str, str, dict[str, str]]:
+    """LABEL=PATH[+MESH_NAME=VALUE...]: a label, a PYTHONPATH for the broker, and settings for it."""
+    label, sep, rest = text.partition("=")
+    path, *settings = rest.split("+")
+    env = dict(setting.partition("=")[::2] for setting in settings)
+    if not sep or not label or not path or not all(name.startswith("MESH_") and value for name, value in env.items()):
+        raise argparse.ArgumentTypeError(f"a variant is LABEL=PYTHONPATH[+MESH_NAME=VALUE...], not {text!r}")
+    return label, str(Path(path).resolve()), env
 
 
 def main() -> int:
@@ -578,9 +667,20 @@ def main() -> int:
         help="N senders upload their own message of each size at once, then N receivers download and verify "
         "them at once; rates are aggregate MiB/s for the batch (1)",
     )
+    parser.add_argument(
+        "--variant",
+        type=parse_variant,
+        action="append",
+        default=[],
+        metavar="LABEL=PATH",
+        help="run each case with the broker on PYTHONPATH=PATH too, alternating variants (repeatable)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="with --variant: alternations of all variants (1)")
     args = parser.parse_args()
     if args.concurrent < 1:
         parser.error("--concurrent must be at least 1")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     sizes = [256 * MiB] if args.quick else args.sizes
     backends = ("embedded", "postgres+s3") if args.backend == "both" else (args.backend,)
     parent: Path = args.data_parent
@@ -595,11 +695,14 @@ def main() -> int:
     limits.measure(parent)
     limits.measure(parent)
 
+    variants: list[tuple[str, str, dict[str, str]]] = args.variant or [("", "", {})]
     results = [
-        run_case(Result(name, size, chunk, args.concurrent), payload, parent, args)
+        run_case(Result(name, size, chunk, args.concurrent, label, path, env), payload, parent, args)
         for name in backends
         for size in sizes
         for chunk in args.chunks
+        for _ in range(args.rounds)
+        for label, path, env in variants
     ]
     limits.measure(parent)
     report(results, limits, parent, args.markdown, args.commit)

@@ -125,21 +125,37 @@ def read_stats(path: Path) -> tuple[dict[str, Row], Row | None]:
     return rows, total
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of a process and its live children."""
+def tree_cpu(pid: int, *, reaped: bool = False) -> float:
+    """CPU seconds (user + system) of a process and its live descendants; with reaped, also of the descendants
+    they have waited for (PostgreSQL's postmaster reaps the backends that have ended)."""
     try:
-        parent = psutil.Process(pid)
-        processes = [parent, *parent.children(recursive=True)]
+        top = psutil.Process(pid)
+        processes = [top, *top.children(recursive=True)]
     except psutil.NoSuchProcess:
         return 0.0
     total = 0.0
     for process in processes:
         try:
             times = process.cpu_times()
-            total += times.user + times.system
         except psutil.NoSuchProcess:
-            pass
+            continue
+        total += times.user + times.system
+        if reaped:
+            total += times.children_user + times.children_system
     return total
+
+
+def broker_env_argument(parser: argparse.ArgumentParser) -> None:
+    """--broker-env MESH_NAME=VALUE (repeatable), shared by the scripts that start a broker."""
+    parser.add_argument(
+        "--broker-env",
+        type=env_setting,
+        action="append",
+        default=[],
+        metavar="MESH_NAME=VALUE",
+        help="a setting for the broker started (repeatable; the caller's own MESH_* variables are not passed on), "
+        "e.g. MESH_SQLITE_CACHE_MIB=64 to compare",
+    )
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -175,6 +191,13 @@ def broker_env(data_dir: Path, port: int, backend_env: dict[str, str]) -> dict[s
     return env
 
 
+def env_setting(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name.startswith("MESH_"):
+        raise argparse.ArgumentTypeError(f"expected MESH_NAME=VALUE, not {text!r}")
+    return name, value
+
+
 def create_mailboxes(env: dict[str, str], data_dir: Path, mailboxes: list[str]) -> None:
     """One `mesh-broker import-sandbox` call: the mailboxes (password "password") and an unrestricted workflow."""
     mailbox_file = data_dir / "load-mailboxes.jsonl"
@@ -191,11 +214,17 @@ def create_mailboxes(env: dict[str, str], data_dir: Path, mailboxes: list[str]) 
 
 
 def run_locust(
-    label: str, host: str, mailboxes: list[str], args: argparse.Namespace, stamp: str, processes: int = 0
+    label: str,
+    host: str,
+    mailboxes: list[str],
+    args: argparse.Namespace,
+    stamp: str,
+    processes: int = 0,
+    results: Path = RESULTS,
 ) -> Result:
-    """One headless Locust run; `processes` overrides --processes (0: use it)."""
+    """One headless Locust run; `processes` overrides --processes (0: use it); its reports go to `results`."""
     processes = processes or args.processes
-    prefix = RESULTS / f"load-{label}-{stamp}"
+    prefix = results / f"load-{label}-{stamp}"
     html = prefix.with_name(prefix.name + ".html")
     command = [
         str(BIN / "locust"),
@@ -265,7 +294,7 @@ def measure_broker(args: argparse.Namespace, mailboxes: list[str], stamp: str, *
     port = free_port()
     label = f"broker-{args.backend.replace('+', '-')}" + (f"-seeded{seeded}" if seeded else "")
     with backend(args.backend) as backend_env:
-        env = broker_env(data_dir, port, backend_env)
+        env = broker_env(data_dir, port, {**backend_env, **dict(args.broker_env)})
         create_mailboxes(env, data_dir, mailboxes)
         if seeded:
             started = time.perf_counter()
@@ -481,6 +510,7 @@ def main() -> int:
     parser.add_argument("--think-time", type=float, default=0.5, help="each user waits 0..x s between tasks")
     parser.add_argument("--mailboxes", type=int, default=0, help="load mailboxes (about one per receiver)")
     parser.add_argument("--compare-sandbox", action="store_true", help="also run against mesh-sandbox")
+    broker_env_argument(parser)
     parser.add_argument("--profile", action="store_true", help="sample the broker with py-spy during the run")
     parser.add_argument(
         "--cluster",

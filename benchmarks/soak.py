@@ -49,7 +49,7 @@ import psutil
 
 from broker.auth import make_token
 from latency import backend, free_port
-from load import RESULTS, WORKFLOW, broker_env, create_mailboxes, stop, wait_http
+from load import RESULTS, WORKFLOW, broker_env, broker_env_argument, create_mailboxes, stop, wait_http
 
 KEY = b"TestKey"
 MiB = 1024 * 1024
@@ -553,6 +553,7 @@ def main() -> int:
     parser.add_argument("--drain", type=float, default=60, help="most seconds the receivers get to drain at the end")
     parser.add_argument("--no-hostile", dest="hostile", action="store_false", help="normal clients only")
     parser.add_argument("--seed", type=int, default=20261201)
+    broker_env_argument(parser)
     args = parser.parse_args()
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -564,7 +565,7 @@ def main() -> int:
     rows: list[Minute] = []
     log = RESULTS / f"{label}.broker.log"
     with backend(args.backend) as backend_env:
-        env = broker_env(data_dir, port, backend_env)
+        env = broker_env(data_dir, port, {**backend_env, **dict(args.broker_env)})
         create_mailboxes(env, data_dir, mailboxes)
         with log.open("wb") as out:
             broker = subprocess.Popen([sys.executable, "-m", "broker", "serve"], env=env, stdout=out, stderr=out)

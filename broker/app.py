@@ -153,6 +153,8 @@ def create_app(
         upload_timeout=settings.upload_timeout,
         orphan_grace=settings.orphan_grace,
         clock=clock,
+        # The leftover sweep's lease outlives one missed pass, then another node takes the sweep over.
+        lease=2 * settings.housekeeping_interval,
     )
     # The probes look at the store behind the metering: a probe every few seconds is not blob-store traffic.
     app[READINESS] = Readiness(app[STORE], inner_blobs, drain, timeout=settings.readiness_timeout_seconds)
@@ -267,3 +269,4 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    await app[HOUSEKEEPING].release()  # the store is still open: _storage's cleanup runs after this one

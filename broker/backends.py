@@ -35,7 +35,7 @@ def metadata_store(settings: Settings) -> MetadataStore:
     url = database_url(settings)
     scheme = urlparse(url).scheme
     if scheme == "sqlite":
-        return SqliteStore(Path(unquote(url[len("sqlite://") :])))
+        return SqliteStore(Path(unquote(url[len("sqlite://") :])), cache_kib=settings.sqlite_cache_mib * 1024)
     if scheme in ("postgresql", "postgres"):
         _require("asyncpg", "postgres", "MESH_DATABASE_URL")
         from broker.store.postgres import PostgresStore

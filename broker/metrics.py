@@ -59,7 +59,7 @@ class Metrics:
         self.request_duration = Histogram(
             "mesh_http_request_duration_seconds",
             "HTTP request latency by route template, method and status class (2xx..5xx, or client_closed: the "
-            "client went away, or stalled and was cut off, before its answer was complete).",
+            "client went away, or stalled and was cut off or answered 408, before its answer was complete).",
             ("route", "method", "status_class"),
             buckets=LATENCY_BUCKETS,
             registry=r,
@@ -97,6 +97,13 @@ class Metrics:
             "Uploads answered 408 and downloads cut off because the client stalled (idle: no byte for "
             "MESH_BODY_IDLE_TIMEOUT_SECONDS) or was too slow (total: past the floor plus the per-MB allowance).",
             ("direction", "reason"),
+            registry=r,
+        )
+        self.bad_http_requests = Counter(
+            "mesh_bad_http_requests_total",
+            "Connections whose bytes were not an HTTP request aiohttp could parse (a port scan, TLS to a plain-HTTP "
+            "port, garbage), answered 400 and closed before any route, by the parser's error.",
+            ("reason",),
             registry=r,
         )
         for limit in ("node", "address"):
@@ -157,6 +164,16 @@ class Metrics:
         self.chunks_corrupt = Counter(
             "mesh_chunks_corrupt_total", "Downloads cut short because stored bytes failed verification.", registry=r
         )
+        self.downloads_aborted = Counter(
+            "mesh_downloads_aborted_total",
+            "Downloads the broker cut short after their headers were sent, by cause: blob_store (it failed past its "
+            "retries), missing (no blob under the row), corrupt (stored bytes failed verification), not_gzip "
+            "(stored as gzip but not gzip).",
+            ("reason",),
+            registry=r,
+        )
+        for reason in ("blob_store", "missing", "corrupt", "not_gzip"):
+            self.downloads_aborted.labels(reason)
         self.blob_operation_duration = Histogram(
             "mesh_blob_operation_duration_seconds",
             "Blob store operations (a get spans the whole streamed read).",

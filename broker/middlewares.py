@@ -39,7 +39,8 @@ from broker.keys import (
 )
 from broker.metrics import error_code_label
 from broker.models import Mailbox
-from broker.store.protocol import StoreError
+from broker.store.protocol import StoreError, StoreUnavailable
+from broker.transfer import DOWNLOAD_ABORTED
 
 log = logging.getLogger("broker.http")
 
@@ -53,8 +54,15 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     status_class = "5xx"
     try:
         response = await handler(request)
-        # A client gone before its answer is not a server error: its own class, which no 5xx alert counts.
-        status_class = CLIENT_CLOSED_CLASS if request.get(CLIENT_CLOSED) else f"{response.status // 100}xx"
+        # A client gone before its answer is not a server error: its own class, which no 5xx alert counts. Nor is
+        # an upload answered 408 because its client stalled: the same class keeps its wait out of the latency KPIs.
+        status_class = (
+            CLIENT_CLOSED_CLASS
+            if request.get(CLIENT_CLOSED) or response.status == 408
+            else "5xx"
+            if DOWNLOAD_ABORTED in request  # a 200 whose body the broker could not finish
+            else f"{response.status // 100}xx"
+        )
         return response
     except asyncio.CancelledError:
         # aiohttp cancels the handler of a client that went away (when handler_cancellation is on).
@@ -205,15 +213,17 @@ def _client_closed(request: web.Request, cause: str) -> None:
 
 
 def _unavailable(exc: StoreError | BlobError) -> ErrorCode | None:
-    """The 503 a storage failure answers (Retry-After: the client repeats the request later), or None for a blob
-    missing under a row that points at it, which is a fault of ours and no outage."""
+    """The 503 a storage failure answers (Retry-After: the client repeats the request later), or None for a fault of
+    ours and no outage: a blob missing under a row that points at it, a store error other than StoreUnavailable."""
     if isinstance(exc, BlobNotFound):
         return None
     if isinstance(exc, BlobStoreFull):
         return ErrorCode.STORAGE_FULL
     if isinstance(exc, BlobError):
         return ErrorCode.BLOB_STORE_UNAVAILABLE
-    return ErrorCode.STORE_UNAVAILABLE
+    if isinstance(exc, StoreUnavailable):
+        return ErrorCode.STORE_UNAVAILABLE
+    return None
 
 
 def _count(request: web.Request, exc: BrokerError) -> None:

@@ -18,7 +18,8 @@ import ssl
 from aiohttp import web
 
 from broker.gate import GatedSite
-from broker.keys import DRAIN, GATE
+from broker.keys import DRAIN, GATE, METRICS
+from broker.server_log import ServerLog
 from broker.settings import Settings
 
 log = logging.getLogger("broker")
@@ -37,7 +38,7 @@ async def serve(app: web.Application, settings: Settings, ssl_context: ssl.SSLCo
     loop = asyncio.get_running_loop()
     for signum in SIGNALS:
         loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=final)
+    runner = make_runner(app, shutdown_timeout=final)
     try:
         await runner.setup()  # opens the stores (the app's cleanup_ctx)
         try:
@@ -54,6 +55,18 @@ async def serve(app: web.Application, settings: Settings, ssl_context: ssl.SSLCo
         for signum in SIGNALS:
             loop.remove_signal_handler(signum)
     log.info("broker stopped", extra={"action": "shutdown_complete"})
+
+
+def make_runner(app: web.Application, *, shutdown_timeout: float) -> web.AppRunner:
+    """The node's runner: no access log (the broker logs its own events), aiohttp's server log through ServerLog
+    (a request that is not HTTP is one INFO line, not a stack trace), no signal handling of its own."""
+    return web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=shutdown_timeout,
+        logger=ServerLog(app[METRICS]),
+    )
 
 
 async def drain(app: web.Application, site: web.BaseSite, budget: float, *, interrupt: asyncio.Event) -> None:

@@ -78,6 +78,8 @@ class Settings:
     db_migrate: bool = True
     #: Mailboxes and workflows served from memory, told of changes by LISTEN/NOTIFY (PostgreSQL only).
     db_directory_cache: bool = True
+    #: Page cache per connection of the embedded (SQLite) store, MiB; reads beyond it come through its memory map.
+    sqlite_cache_mib: int = 2
     s3_endpoint_url: str = ""
     s3_region: str = ""
     #: Tries per S3 request, the first included (botocore's "standard" retry mode: backoff with jitter).
@@ -232,6 +234,8 @@ class Settings:
             raise SettingsError("MESH_INBOX_WAIT_POLL_SECONDS must be a number of seconds above zero")
         if self.metrics_workflow_labels < 0:
             raise SettingsError("MESH_METRICS_WORKFLOW_LABELS must be 0 or more")
+        if not 1 <= self.sqlite_cache_mib <= 4096:
+            raise SettingsError(f"MESH_SQLITE_CACHE_MIB must be between 1 and 4096, not {self.sqlite_cache_mib}")
         if not 1 <= self.db_pool_min <= self.db_pool_max:
             raise SettingsError("MESH_DB_POOL_MIN must be at least 1 and at most MESH_DB_POOL_MAX")
         if not 0 <= self.inline_chunk_bytes <= MAX_INLINE_CHUNK_BYTES:
@@ -356,6 +360,7 @@ _INTS = {
     "port",
     "db_pool_min",
     "db_pool_max",
+    "sqlite_cache_mib",
     "max_request_bytes",
     "max_message_bytes",
     "max_chunks",

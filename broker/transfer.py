@@ -18,8 +18,9 @@ from collections.abc import AsyncIterator, Sequence
 from typing import BinaryIO
 
 from aiohttp import web
+from aiohttp.http import StreamWriter
 
-from broker.blobs.protocol import BlobError, BlobStore
+from broker.blobs.protocol import BlobError, BlobNotFound, BlobStore
 from broker.budget import MemoryBudget
 from broker.gzipstream import Deflater, Inflater, NotGzip
 from broker.integrity import ChunkCorrupted, descriptor_matches, verified
@@ -29,7 +30,7 @@ from broker.models import Chunk
 log = logging.getLogger("broker.download")
 
 #: Bytes read from the blob store per write to the socket: what a streamed download reserves from the memory
-#: budget, and only while it reads and writes that piece.
+#: budget, and only while it reads that piece and hands it to the connection.
 PIECE = 256 * 1024
 #: A coded download's step holds the stored piece being coded and at most one piece of output (the codec caps
 #: each step's output at PIECE, whatever the compression ratio), so it reserves both.
@@ -37,6 +38,9 @@ CODED_STEP = 2 * PIECE
 #: A stored piece at most this long has its first coding step run on the event loop: a typical message is one
 #: small piece, coded without a thread hop. Every other step runs on a worker thread (zlib releases the GIL).
 INLINE_CODING = 64 * 1024
+#: Why the broker cut a download it could not finish (its blob store failed, the stored bytes did not verify): the
+#: status was already sent, so the request counts as status class 5xx by this mark (broker/middlewares.py).
+DOWNLOAD_ABORTED = web.RequestKey("download_aborted", str)
 #: On-the-fly gzip favours speed: the client asked for gzip to save bandwidth, not for the smallest file.
 GZIP_LEVEL = 1
 
@@ -77,16 +81,9 @@ class Transfer:
         await response.prepare(request)
         try:
             if not await self._send_file(request, response, chunk, coding):
-                await self._stream(response, chunk, coding)
+                await self._stream(_Outlet(request, response), chunk, coding)
         except (ChunkCorrupted, BlobError, NotGzip) as exc:
-            if isinstance(exc, ChunkCorrupted):
-                self._metrics.chunks_corrupt.inc()
-            # NotGzip: a chunk stored as gzip before uploads were checked (integrity.GzipCheck) that is not gzip.
-            log.exception("download aborted", extra={"action": "download_aborted", "message_id": chunk.message_id})
-            response.force_close()
-            if request.transport is not None:
-                request.transport.abort()
-            return response
+            return self._abort(request, response, exc, chunk.message_id)
         await response.write_eof()
         self._metrics.chunk_download_duration.observe(time.perf_counter() - started)
         return response
@@ -100,16 +97,39 @@ class Transfer:
             response.content_length = sum(chunk.size for chunk in chunks)
         await response.prepare(request)
         try:
-            await self._pump(response, self._each_verified(chunks), coding)
+            await self._pump(_Outlet(request, response), self._each_verified(chunks), coding)
         except (ChunkCorrupted, BlobError, NotGzip) as exc:
-            if isinstance(exc, ChunkCorrupted):
-                self._metrics.chunks_corrupt.inc()
-            log.exception("download aborted", extra={"action": "download_aborted"})
-            response.force_close()
-            if request.transport is not None:
-                request.transport.abort()
-            return response
+            return self._abort(request, response, exc, chunks[0].message_id if chunks else None)
         await response.write_eof()
+        return response
+
+    def _abort(
+        self, request: web.Request, response: web.StreamResponse, exc: Exception, message_id: str | None
+    ) -> web.StreamResponse:
+        """Cut the connection of a download that cannot be finished, its status already sent: the only honest
+        signal left. Counted and logged as the broker's failure (status class 5xx), never as the client's."""
+        if isinstance(exc, ChunkCorrupted):
+            reason = "corrupt"
+            self._metrics.chunks_corrupt.inc()
+        elif isinstance(exc, NotGzip):
+            # A chunk stored as gzip before uploads were checked (integrity.GzipCheck) that is not gzip.
+            reason = "not_gzip"
+        elif isinstance(exc, BlobNotFound):
+            reason = "missing"  # a row that points at no bytes: a fault of ours, no outage
+        else:
+            reason = "blob_store"
+        self._metrics.downloads_aborted.labels(reason).inc()
+        request[DOWNLOAD_ABORTED] = reason
+        where = {"action": "download_aborted", "reason": reason, "message_id": message_id}
+        if isinstance(exc, BlobError):
+            # The blob store failed past its retries (broker/blobs/s3.py resumes a broken stream), or has no such
+            # blob: one line says it.
+            log.error("download aborted", extra={**where, "cause": str(exc)})
+        else:
+            log.exception("download aborted", extra=where)
+        response.force_close()
+        if request.transport is not None:
+            request.transport.abort()
         return response
 
     async def _each_verified(self, chunks: Sequence[Chunk]) -> AsyncIterator[bytes]:
@@ -141,41 +161,52 @@ class Transfer:
         self._metrics.bytes_sent.inc(chunk.size)
         return True
 
-    async def _stream(self, response: web.StreamResponse, chunk: Chunk, coding: Coding) -> None:
-        await self._pump(response, verified(self._stored(chunk), chunk), coding)
+    async def _stream(self, outlet: _Outlet, chunk: Chunk, coding: Coding) -> None:
+        await self._pump(outlet, verified(self._stored(chunk), chunk), coding)
 
-    async def _pump(self, response: web.StreamResponse, pieces: AsyncIterator[bytes], coding: Coding) -> None:
-        """Read, code and write stored bytes a piece at a time, reserving the memory budget for each piece only
-        while it is read, coded and written: between pieces a download holds nothing, so under load it waits for
-        budget with its socket idle instead of growing memory."""
+    async def _pump(self, outlet: _Outlet, pieces: AsyncIterator[bytes], coding: Coding) -> None:
+        """Read, code and send stored bytes a piece (a coding step) at a time, reserving the memory budget only
+        while a piece is read, coded and handed to the connection. The wait for the client to take it, and the
+        wait between pieces, hold none: a client that reads slowly or not at all holds back no other transfer,
+        and under load a download waits for budget with its socket idle instead of growing memory.
+
+        What a stalled client leaves behind is outside the budget: the part of one piece its connection could not
+        yet send (and, coding, what is left of the stored piece being coded). That is bounded per connection, the
+        connections by MESH_MAX_CONNECTIONS, and the stall by the idle timeout (broker/pacing.py)."""
         if coding is Coding.AS_STORED:
             while True:
                 async with self._budget.reserve(PIECE):
                     piece = await anext(pieces, None)
                     if piece is None:
                         return
-                    await self._write(response, piece)
+                    await self._write(outlet, piece)
+                    del piece
+                await outlet.drained()
         codec: Inflater | Deflater = Deflater(PIECE, GZIP_LEVEL) if coding is Coding.GZIP else Inflater(PIECE)
         loop = asyncio.get_running_loop()
+        inline = False
         while True:
             async with self._budget.reserve(CODED_STEP):
-                piece = await anext(pieces, None)
-                if piece is None:
-                    # The encoder's last output is what deflate held back (at most its pending buffer) and the
-                    # trailer; the decoder's is nothing, but it fails a stream cut short.
-                    await self._write(response, codec.finish())
-                    return
-                inline = len(piece) <= INLINE_CODING
-                codec.feed(piece)
-                del piece  # the codec holds what is left of it
-                while codec.more:
+                if not codec.more:
+                    piece = await anext(pieces, None)
+                    if piece is None:
+                        # The encoder's last output is what deflate held back (at most its pending buffer) and the
+                        # trailer; the decoder's is nothing, but it fails a stream cut short.
+                        await self._write(outlet, codec.finish())
+                        return
+                    inline = len(piece) <= INLINE_CODING
+                    codec.feed(piece)
+                    del piece  # the codec holds what is left of it
+                if codec.more:
                     out = codec.step() if inline else await loop.run_in_executor(None, codec.step)
                     inline = False
-                    await self._write(response, out)
+                    await self._write(outlet, out)
+                    del out
+            await outlet.drained()
 
-    async def _write(self, response: web.StreamResponse, data: bytes) -> None:
+    async def _write(self, outlet: _Outlet, data: bytes) -> None:
         if data:
-            await response.write(data)
+            await outlet.put(data)
             self._metrics.bytes_sent.inc(len(data))
 
     def _stored(self, chunk: Chunk) -> AsyncIterator[bytes]:
@@ -183,6 +214,29 @@ class Transfer:
         if chunk.data is not None:
             return _once(chunk.data)
         return self._blobs.get(chunk.blob_key, piece_size=PIECE)
+
+
+class _Outlet:
+    """A response's body as two steps: hand bytes to the connection, then wait for its client to take them. aiohttp's
+    response.write does both at once, and a transfer must hold its budget for the first only."""
+
+    def __init__(self, request: web.Request, response: web.StreamResponse):
+        self._response = response
+        # The response's own writer (aiohttp gives the request's to the response it prepares).
+        writer = request.writer
+        self._writer = writer if isinstance(writer, StreamWriter) else None
+
+    async def put(self, data: bytes) -> None:
+        """Queue data on the connection without waiting for the client to take it."""
+        if self._writer is None:
+            await self._response.write(data)  # a writer of another kind: both steps in one
+        else:
+            await self._writer.write(data, drain=False)
+
+    async def drained(self) -> None:
+        """Wait until the connection has room again (at once if it has): the client has taken what was queued."""
+        if self._writer is not None:
+            await self._writer.drain()
 
 
 async def _send_checked(

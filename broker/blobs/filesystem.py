@@ -7,42 +7,51 @@ import contextlib
 import errno
 import itertools
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, TypeVar, cast
 
+from broker.blobs import writeback
 from broker.blobs.protocol import BlobError, BlobNotFound, BlobStoreFull, StoredBlob
 
 T = TypeVar("T")
 
 #: Bytes gathered before one write call: large enough to amortise the thread hop, small enough to bound memory.
 WRITE_BUFFER = 1024 * 1024
+#: Pieces handed to one writev as they came (no copy on the event loop); a body in more, smaller pieces than this is
+#: joined first, as writev takes at most IOV_MAX (1024 on Linux) buffers and tiny ones gain nothing from it.
+MAX_PIECES = 64
 #: Errors that mean "no room": a full disk, a quota, a file-size limit (RLIMIT_FSIZE, a filesystem's maximum).
 NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 class FilesystemBlobStore:
-    """Blocking file calls run on a small thread pool so the event loop never waits on the disk."""
+    """Blocking file calls run on a small thread pool so the event loop never waits on the disk; write-back of
+    blobs being received runs on a second one, so reads and writes never queue behind a flush waiting on the disk."""
 
     def __init__(self, root: Path, *, threads: int = 4):
         self._root = root
         self._threads = threads
         self._pool: ThreadPoolExecutor | None = None
+        self._flush_pool: ThreadPoolExecutor | None = None
 
     @property
     def transfer_buffer_bytes(self) -> int:
-        return WRITE_BUFFER
+        # One buffer being written on a thread while the next one fills.
+        return 2 * WRITE_BUFFER
 
     async def open(self) -> None:
         self._root.mkdir(parents=True, exist_ok=True)
         self._pool = ThreadPoolExecutor(self._threads, "blob-fs")
+        self._flush_pool = ThreadPoolExecutor(self._threads, "blob-fs-flush")
 
     async def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        for pool in (self._pool, self._flush_pool):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._pool = self._flush_pool = None
 
     def _path(self, key: str) -> Path:
         if not key or key.startswith("/") or ".." in key.split("/"):
@@ -50,16 +59,14 @@ class FilesystemBlobStore:
         return self._root / key
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
-        if self._pool is None:
+        return await _translated(self._start(fn, *args))
+
+    def _start(self, fn: Callable[..., T], *args: object, flush: bool = False) -> Future[T]:
+        """Start fn on a thread and return at once: the caller awaits it (_translated) when it needs the outcome."""
+        pool = self._flush_pool if flush else self._pool
+        if pool is None:
             raise BlobError("the filesystem blob store is not open")
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-        except FileNotFoundError as exc:
-            raise BlobNotFound(str(exc)) from None
-        except OSError as exc:
-            if exc.errno in NO_ROOM:
-                raise BlobStoreFull(f"no room for the blob: {exc}") from exc
-            raise BlobError(f"filesystem error: {exc}") from exc
+        return pool.submit(fn, *args)
 
     async def open_file(self, key: str) -> BinaryIO | None:
         # Opened on the pool like every other file call, so a missing blob is BlobNotFound here, not a raw
@@ -73,29 +80,36 @@ class FilesystemBlobStore:
 
         There is no temp file and rename: a rename is a second journal commit per blob, and a half-written file
         is harmless where it lies, as no row points at it until put returns (the orphan sweep removes it after a
-        crash). A body that fits one write buffer, which is most messages, costs a single thread hop.
+        crash). A body that fits one write buffer, which is most messages, costs a single thread hop. A larger one
+        is written a buffer at a time on a thread while the next buffer fills, with write-back started behind the
+        writes (_Sink), so the network, the page cache and the disk all work at once.
         """
         final = self._path(key)
-        handle: BinaryIO | None = None
+        sink: _Sink | None = None
         size = 0
-        buffer = bytearray()
+        # The pieces themselves, not a copy: the thread writes them with one writev.
+        buffer: list[bytes] = []
+        buffered = 0
         try:
             async for piece in data:
-                buffer += piece
+                # A bytearray or memoryview may be reused by its producer once we ask for the next piece.
+                buffer.append(piece if isinstance(piece, bytes) else bytes(piece))
+                buffered += len(piece)
                 size += len(piece)
-                if len(buffer) >= WRITE_BUFFER:
-                    if handle is None:
-                        handle = await self._run(_create, final, self._root, bytes(buffer))
+                if buffered >= WRITE_BUFFER:
+                    if sink is None:
+                        handle = await self._run(_create, final, self._root, buffer)
+                        sink = _Sink(self, handle, final, buffered)
                     else:
-                        await self._run(_write_all, handle, bytes(buffer))
-                    buffer.clear()
-            if handle is None:
-                await self._run(_write_whole, final, self._root, bytes(buffer))
+                        await sink.write(buffer, buffered)
+                    buffer, buffered = [], 0
+            if sink is None:
+                await self._run(_write_whole, final, self._root, buffer)
             else:
-                await self._run(_seal, handle, final, bytes(buffer))
+                await sink.seal(buffer)
         except BaseException:
-            if handle is not None:
-                await asyncio.shield(self._run(_discard, handle, final))
+            if sink is not None:
+                await asyncio.shield(sink.discard())
             raise
         return size
 
@@ -127,6 +141,78 @@ class FilesystemBlobStore:
             yield page
 
 
+async def _translated(future: Future[T]) -> T:
+    """The outcome of a file call on a thread, its operating-system error translated at the store's boundary."""
+    try:
+        return await asyncio.wrap_future(future)
+    except FileNotFoundError as exc:
+        raise BlobNotFound(str(exc)) from None
+    except OSError as exc:
+        if exc.errno in NO_ROOM:
+            raise BlobStoreFull(f"no room for the blob: {exc}") from exc
+        raise BlobError(f"filesystem error: {exc}") from exc
+
+
+class _Sink:
+    """One large blob being written: at most one write and one write-back in flight on the store's threads while
+    the event loop gathers the next buffer. Write-back starts every writeback.WINDOW bytes and never holds up a
+    write; the fsync in _seal still makes the blob durable, and finds little left to write."""
+
+    def __init__(self, store: FilesystemBlobStore, handle: BinaryIO, final: Path, written: int):
+        self._store = store
+        self._handle = handle
+        self._final = final
+        self._writeback = writeback.WriteBack(handle.fileno(), sync_file_range=writeback.SYNC_FILE_RANGE)
+        #: Bytes whose write calls have returned; the write in flight, and how many bytes it writes.
+        self._written = written
+        self._writing: Future[None] | None = None
+        self._writing_size = 0
+        self._flushing: Future[None] | None = None
+        self._flushed = 0
+
+    async def write(self, pieces: list[bytes], size: int) -> None:
+        """Hand pieces (size bytes in all) to a thread to write, once the write before has finished (a failure of
+        that one raises here)."""
+        await self._settle_write()
+        await self._maybe_flush()
+        self._writing = self._store._start(_write_all, self._handle, pieces)
+        self._writing_size = size
+
+    async def seal(self, last: list[bytes]) -> None:
+        """Write the last bytes and make the blob durable (fsync of the file and its folder); the handle closes."""
+        await self._settle_write()
+        if self._flushing is not None:
+            await _translated(self._flushing)
+            self._flushing = None
+        await self._store._run(_seal, self._handle, self._final, last)
+
+    async def discard(self) -> None:
+        """Remove what a failed put wrote, once no thread is using the file any more (closing it under a running
+        write would let that write land in whatever file next takes the descriptor's number)."""
+        running = [asyncio.wrap_future(f) for f in (self._writing, self._flushing) if f is not None]
+        if running:
+            await asyncio.wait(running)
+        await self._store._run(_discard, self._handle, self._final)
+
+    async def _settle_write(self) -> None:
+        if self._writing is not None:
+            await _translated(self._writing)
+            self._writing = None
+            self._written += self._writing_size
+
+    async def _maybe_flush(self) -> None:
+        """Start write-back of what has been written, a WINDOW or more past the last, unless one is still running
+        (the next one then covers both)."""
+        if self._written - self._flushed < writeback.WINDOW:
+            return
+        if self._flushing is not None:
+            if not self._flushing.done():
+                return
+            await _translated(self._flushing)  # raises what it raised: an I/O error is the put's error
+        self._flushing = self._store._start(self._writeback.flush, self._written, flush=True)
+        self._flushed = self._written
+
+
 def _open_and_read(path: Path, piece_size: int) -> tuple[BinaryIO, bytes, int]:
     handle = _open(path, "rb")
     try:
@@ -141,7 +227,7 @@ def _open(path: Path, mode: str) -> BinaryIO:
     return cast(BinaryIO, open(path, mode, buffering=0))
 
 
-def _create(final: Path, root: Path, first: bytes) -> BinaryIO:
+def _create(final: Path, root: Path, first: Sequence[bytes]) -> BinaryIO:
     """Create (or truncate) the blob's file, making and syncing any new folders first, and write the first bytes."""
     _make_folders(final.parent, root)
     handle = cast(BinaryIO, open(final, "wb", buffering=0))  # noqa: SIM115 - returned open to the caller
@@ -154,7 +240,7 @@ def _create(final: Path, root: Path, first: bytes) -> BinaryIO:
     return handle
 
 
-def _seal(handle: BinaryIO, final: Path, last: bytes) -> None:
+def _seal(handle: BinaryIO, final: Path, last: Sequence[bytes]) -> None:
     """Write the last bytes, fsync the file, then its folder so the new name is durable too."""
     try:
         _write_all(handle, last)
@@ -164,21 +250,29 @@ def _seal(handle: BinaryIO, final: Path, last: bytes) -> None:
     _fsync_dir(final.parent)
 
 
-def _write_all(handle: BinaryIO, data: bytes) -> None:
-    """An unbuffered write may take only some of the bytes (a disk nearly full, a file-size limit); write on until
-    all are taken or a write raises (ENOSPC, EFBIG), so a put never returns over a blob shorter than its body."""
-    view = memoryview(data)
-    while view:
-        written = handle.write(view)
+def _write_all(handle: BinaryIO, pieces: Sequence[bytes]) -> None:
+    """Write pieces in order with writev. An unbuffered write may take only some of the bytes (a disk nearly full,
+    a file-size limit); write on until all are taken or a write raises (ENOSPC, EFBIG), so a put never returns over
+    a blob shorter than its body."""
+    if len(pieces) > MAX_PIECES:
+        pieces = [b"".join(pieces)]
+    views = [memoryview(piece) for piece in pieces if piece]
+    fd = handle.fileno()
+    while views:
+        written = os.writev(fd, views)
         if not written:
             raise OSError(errno.ENOSPC, "the file took no bytes")
-        view = view[written:]
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            del views[0]
+        if written:
+            views[0] = views[0][written:]
 
 
-def _write_whole(final: Path, root: Path, data: bytes) -> None:
+def _write_whole(final: Path, root: Path, data: Sequence[bytes]) -> None:
     handle = _create(final, root, data)
     try:
-        _seal(handle, final, b"")
+        _seal(handle, final, ())
     except BaseException:
         _unlink_quietly(final)
         raise

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import random
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
@@ -20,6 +22,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra insta
     aiobotocore = None
     botocore = None
 
+log = logging.getLogger("broker.blobs.s3")
 INSTALL_HINT = "S3 blob storage needs aiobotocore: pip install 'mesh-broker[s3]'"
 MiB = 1024 * 1024
 #: S3 rejects a multipart upload whose parts, other than the last, are smaller than this.
@@ -27,6 +30,9 @@ MIN_PART_SIZE = 5 * MiB
 MAX_PART_SIZE = 5 * 1024 * MiB
 #: S3 numbers parts 1..10000; past that a blob needs a larger part_size.
 MAX_PARTS = 10_000
+#: Parts of one blob on their way to S3 at once: one connection's throughput is bounded by its round trips and
+#: S3's per-request speed, several in parallel fill the link; each costs about two part_size of memory.
+PART_CONCURRENCY = 4
 #: Error codes S3 (and compatible stores) use for a missing object; HeadObject has no body, hence the bare 404.
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 #: CRC32 on every part and on the whole upload, the way s3transfer does it: S3 then verifies what it stored.
@@ -38,6 +44,8 @@ CHECKSUM = "CRC32"
 #: so a store that is down fails fast instead of multiplying its load.
 #: Every body the store sends is bytes in memory, so a retried request resends exactly what the first sent.
 RETRY_MODE = "standard"
+#: The longest wait before a retry in that mode, seconds; a GetObject stream that breaks is resumed on the same terms.
+MAX_BACKOFF_SECONDS = 20.0
 
 
 class _Translate:
@@ -66,7 +74,8 @@ class _Translate:
 
 
 class S3BlobStore:
-    """Each blob is one object under prefix; puts stream through multipart uploads so memory stays near part_size."""
+    """Each blob is one object under prefix; a large put streams through a multipart upload, a few parts in flight
+    at once, so memory stays near part_concurrency parts whatever the blob's size."""
 
     def __init__(
         self,
@@ -78,6 +87,7 @@ class S3BlobStore:
         access_key: str | None = None,
         secret_key: str | None = None,
         part_size: int = 8 * MiB,
+        part_concurrency: int = PART_CONCURRENCY,
         max_pool_connections: int = 20,
         max_attempts: int = 3,
         connect_timeout: float = 5.0,
@@ -91,6 +101,8 @@ class S3BlobStore:
             raise BlobError(f"S3 part_size must be between {MIN_PART_SIZE} and {MAX_PART_SIZE} bytes, not {part_size}")
         if (access_key is None) != (secret_key is None):
             raise BlobError("give both access_key and secret_key, or neither to use the usual AWS credentials")
+        if part_concurrency < 1:
+            raise BlobError("part_concurrency must be at least 1")
         if max_pool_connections < 1:
             raise BlobError("max_pool_connections must be at least 1")
         if max_attempts < 1:
@@ -103,6 +115,7 @@ class S3BlobStore:
         self._access_key = access_key
         self._secret_key = secret_key
         self._part_size = part_size
+        self._part_concurrency = part_concurrency
         self._max_pool_connections = max_pool_connections
         #: Retry policy and timeouts, per request (see RETRY_MODE).
         self.max_attempts = max_attempts
@@ -125,8 +138,8 @@ class S3BlobStore:
 
     @property
     def transfer_buffer_bytes(self) -> int:
-        # A part is gathered, then copied once more by botocore while it is sent.
-        return 2 * self._part_size
+        # The part being gathered, and each part in flight with botocore's copy of it while it is sent.
+        return (2 * self._part_concurrency + 1) * self._part_size
 
     async def open_file(self, key: str) -> BinaryIO | None:
         self._key(key)  # an invalid key is refused here as by every other call
@@ -190,8 +203,7 @@ class S3BlobStore:
         pending: list[bytes] = []
         pending_size = 0
         size = 0
-        upload_id: str | None = None
-        parts: list[dict[str, Any]] = []
+        upload: _MultipartUpload | None = None
         try:
             async for piece in data:
                 # A bytearray or memoryview may be reused by its producer once we ask for the next piece.
@@ -199,14 +211,14 @@ class S3BlobStore:
                 pending_size += len(piece)
                 size += len(piece)
                 if pending_size >= self._part_size:
-                    if upload_id is None:
-                        upload_id = await self._start_upload(name)
+                    if upload is None:
+                        upload = _MultipartUpload(self, name, await self._start_upload(name), self._part_concurrency)
                     body = b"".join(pending)
                     pending.clear()
                     pending_size = 0
-                    parts.append(await self._upload_part(name, upload_id, len(parts) + 1, body))
+                    await upload.add(body)
                     del body
-            if upload_id is None:
+            if upload is None:
                 async with _Translate("PutObject", self.bucket, name):
                     await client.put_object(
                         Bucket=self.bucket, Key=name, Body=b"".join(pending), ChecksumAlgorithm=CHECKSUM
@@ -215,15 +227,12 @@ class S3BlobStore:
             if pending:
                 body = b"".join(pending)
                 pending.clear()
-                parts.append(await self._upload_part(name, upload_id, len(parts) + 1, body))
+                await upload.add(body)
                 del body
-            async with _Translate("CompleteMultipartUpload", self.bucket, name):
-                await client.complete_multipart_upload(
-                    Bucket=self.bucket, Key=name, UploadId=upload_id, MultipartUpload={"Parts": parts}
-                )
+            await upload.complete()
         except BaseException:
-            if upload_id is not None:
-                await asyncio.shield(self._abort(name, upload_id))
+            if upload is not None:
+                await asyncio.shield(upload.abort())
             raise
         return size
 
@@ -259,6 +268,12 @@ class S3BlobStore:
             part["ChecksumCRC32"] = response["ChecksumCRC32"]
         return part
 
+    async def _complete(self, name: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
+        async with _Translate("CompleteMultipartUpload", self.bucket, name):
+            await self._s3.complete_multipart_upload(
+                Bucket=self.bucket, Key=name, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+
     async def _abort(self, name: str, upload_id: str) -> None:
         # Best effort: the caller's own exception matters more, and a bucket lifecycle rule reaps any leftover.
         with contextlib.suppress(BlobError):
@@ -266,17 +281,74 @@ class S3BlobStore:
                 await self._s3.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id)
 
     async def get(self, key: str, *, piece_size: int = 256 * 1024) -> AsyncIterator[bytes]:
+        """The blob's bytes in pieces. botocore retries the GetObject request, but not its body once it streams: a
+        body that breaks midway (a reset, a read timeout, a body cut short) is resumed here where it broke, by a
+        ranged GetObject of the same object (If-Match its ETag, checked against Content-Range), after the wait
+        botocore's standard mode would take. max_attempts tries at one offset, as for any request, then BlobError;
+        a resumed stream that moves on starts its count again."""
         name = self._key(key)
         async with _Translate("GetObject", self.bucket, name):
             response = await self._s3.get_object(Bucket=self.bucket, Key=name)
-        # Closing the body returns or drops the pooled connection even when the reader stops early.
-        async with response["Body"] as body:
-            while True:
-                async with _Translate("GetObject read", self.bucket, name):
-                    piece = await body.read(piece_size)
-                if not piece:
-                    return
-                yield piece
+        etag: str | None = response.get("ETag")
+        size = int(response["ContentLength"])
+        delivered = 0
+        tries = 1
+        while True:
+            broke: Exception | None = None
+            # Closing the body returns or drops the pooled connection even when the reader stops early.
+            async with response["Body"] as body:
+                while True:
+                    try:
+                        piece = await body.read(piece_size)
+                    except Exception as exc:
+                        if not _stream_broke(exc):
+                            raise
+                        broke = exc
+                        break
+                    if not piece:
+                        break
+                    delivered += len(piece)
+                    tries = 1
+                    yield piece
+            if broke is None and delivered == size:
+                return
+            cause = broke or f"the body ended at byte {delivered} of {size}"
+            if tries >= self.max_attempts:
+                raise BlobError(
+                    f"S3 GetObject of s3://{self.bucket}/{name} broke at byte {delivered} of {size} "
+                    f"{tries} times: {cause}"
+                ) from broke
+            wait = _backoff(tries)
+            log.warning(
+                "S3 stream broke; resuming",
+                extra={
+                    "action": "blob_read_resumed",
+                    "key": name,
+                    "offset": delivered,
+                    "size": size,
+                    "try": tries + 1,
+                    "wait_seconds": round(wait, 3),
+                    "cause": str(cause),
+                },
+            )
+            await asyncio.sleep(wait)
+            tries += 1
+            response = await self._get_from(name, etag, delivered, size)
+
+    async def _get_from(self, name: str, etag: str | None, offset: int, size: int) -> Any:
+        """GetObject of the bytes from offset on, of the object whose first bytes were read (If-Match its ETag):
+        Content-Range must say exactly those bytes, so that none is sent twice or skipped."""
+        match = {"IfMatch": etag} if etag else {}
+        async with _Translate("GetObject (resumed)", self.bucket, name):
+            response = await self._s3.get_object(Bucket=self.bucket, Key=name, Range=f"bytes={offset}-", **match)
+        expected = f"bytes {offset}-{size - 1}/{size}"
+        if response.get("ContentRange") != expected:
+            response["Body"].close()
+            raise BlobError(
+                f"S3 answered the resumed GetObject of s3://{self.bucket}/{name} with Content-Range "
+                f"{response.get('ContentRange')!r}, not {expected!r}"
+            )
+        return response
 
     async def size(self, key: str) -> int:
         name = self._key(key)
@@ -308,3 +380,76 @@ class S3BlobStore:
             ]
             if found:
                 yield found
+
+
+class _MultipartUpload:
+    """One multipart upload's parts in flight: at most `concurrency` at once (add waits for a free slot), completed
+    only when every part has succeeded, aborted (parts still in flight cancelled first) when any fails, so a blob is
+    either whole or absent, never partly visible."""
+
+    def __init__(self, store: S3BlobStore, name: str, upload_id: str, concurrency: int):
+        self._store = store
+        self._name = name
+        self._upload_id = upload_id
+        self._slots = asyncio.Semaphore(concurrency)
+        self._running: set[asyncio.Task[None]] = set()
+        self._parts: list[dict[str, Any]] = []
+        self._failure: BaseException | None = None
+        self._numbered = 0
+
+    async def add(self, body: bytes) -> None:
+        """Start sending body as the next part once a slot is free; a part that failed meanwhile raises here."""
+        self._raise_failure()
+        await self._slots.acquire()
+        try:
+            self._raise_failure()
+        except BaseException:
+            self._slots.release()
+            raise
+        self._numbered += 1
+        task = asyncio.create_task(self._send(self._numbered, body))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def complete(self) -> None:
+        """Wait for every part, then make the object visible; the first failed part raises instead."""
+        if self._running:
+            await asyncio.wait(set(self._running))
+        self._raise_failure()
+        self._parts.sort(key=lambda part: int(part["PartNumber"]))
+        await self._store._complete(self._name, self._upload_id, self._parts)
+
+    async def abort(self) -> None:
+        """Cancel the parts in flight, wait for them to stop, and abort the upload (best effort, as _abort)."""
+        running = set(self._running)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running)
+        await self._store._abort(self._name, self._upload_id)
+
+    async def _send(self, number: int, body: bytes) -> None:
+        try:
+            self._parts.append(await self._store._upload_part(self._name, self._upload_id, number, body))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if self._failure is None:
+                self._failure = exc
+        finally:
+            self._slots.release()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+
+def _stream_broke(exc: Exception) -> bool:
+    """Whether a body read failed for its connection (aiobotocore wraps most of these in BotoCoreError: a read
+    timeout, a body shorter than its Content-Length; some surface raw from aiohttp or the socket)."""
+    return isinstance(exc, botocore.exceptions.BotoCoreError | aiohttp.ClientError | OSError)
+
+
+def _backoff(tries: int) -> float:
+    """botocore's standard mode: before try n + 1, a random wait of 0..2^(n-1) s, at most MAX_BACKOFF_SECONDS."""
+    return random.random() * min(MAX_BACKOFF_SECONDS, 2.0 ** (tries - 1))

@@ -43,7 +43,11 @@ MAX_CHUNK_BYTES = 100 * 1000 * 1000
 DEFAULT_CHUNK_BYTES = 75 * 1024 * 1024
 #: Bytes read from disk or the network per step: what one transfer holds in memory.
 PIECE = 256 * 1024
+#: A download's written bytes are sent on to the disk every this many (see _Writeback).
+WRITEBACK_BYTES = 32 * 1024 * 1024
 RETRY_STATUSES = frozenset({425, 429, 502, 503, 504})
+#: Our broker's answer to a chunk of a message whose every chunk is in (broker/errors.py CHUNK_FINALISED).
+FINALISED_STATUS, FINALISED_CODE = 423, "MessageFinalised"
 #: Compression favours speed: the point is fewer bytes on the wire, not the smallest file.
 GZIP_LEVEL = 6
 #: What our broker names on the handshake (broker/headers.py EXTENSIONS).
@@ -154,6 +158,7 @@ class MeshClient:
         timeout: float = 600.0,
         application: str = "mesh-broker-client",
         accept_gzip: bool = False,
+        connections: int = 16,
     ):
         if not 0 < chunk_size <= MAX_CHUNK_BYTES:
             raise ValueError(f"chunk size must be between 1 and {MAX_CHUNK_BYTES} bytes (the API's limit)")
@@ -164,6 +169,7 @@ class MeshClient:
         self._timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30, sock_read=timeout)
         self._application = application
         self._accept_gzip = accept_gzip
+        self._connections = connections
         self._tokens = _Tokens(self.creds)
         self._session: aiohttp.ClientSession | None = None
         #: Our broker's extensions, learnt from the handshake (empty for any other server).
@@ -178,7 +184,7 @@ class MeshClient:
 
     async def open(self) -> None:
         if self._session is None:
-            connector = aiohttp.TCPConnector(ssl=ssl_context(self.creds) or False, limit=16)
+            connector = aiohttp.TCPConnector(ssl=ssl_context(self.creds) or False, limit=self._connections)
             # Bodies arrive as the server sent them: gzip is undone here, chunk by chunk, after its digest check.
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=self._timeout, auto_decompress=False, trust_env=False
@@ -343,14 +349,22 @@ class MeshClient:
             raise ValueError(f"chunk size must be between 1 and {MAX_CHUNK_BYTES} bytes (the API's limit)")
         with contextlib.ExitStack() as stack:
             path = await _as_path(data, stack)
-            total_size = path.stat().st_size
+            # One thread hop learns the size and, for a file of one small piece, reads it too.
+            total_size, whole = await asyncio.to_thread(_size_and_bytes, path, 0 if compress else size_limit)
             chunks = max(1, math.ceil(total_size / size_limit))
-            state = UploadJournal.load(journal) if journal is not None else None
+            if chunks == 1 and idempotency_key and IDEMPOTENCY in self.extensions:
+                # One POST under the caller's key: repeated after a crash, it answers the message it made, so a
+                # journal would add two fsyncs and nothing else.
+                journal = None
+            state = await asyncio.to_thread(UploadJournal.load, journal) if journal is not None else None
             if state is not None and not state.matches(path, total_size, size_limit, compress, recipient):
                 state = None  # a journal of another send: start afresh
+            resumed = state is not None
             key = (state.idempotency_key if state else None) or idempotency_key or str(uuid.uuid4())
             if state is None and journal is not None:
-                state = UploadJournal.start(journal, path, total_size, size_limit, compress, recipient, key)
+                state = await asyncio.to_thread(
+                    UploadJournal.start, journal, path, total_size, size_limit, compress, recipient, key
+                )
             headers = {"mex-To": recipient, "mex-WorkflowID": workflow_id, "mex-Chunk-Range": f"1:{chunks}"}
             for name, value in (
                 ("mex-Subject", subject),
@@ -366,30 +380,46 @@ class MeshClient:
             message_id = state.message_id if state is not None else ""
             if not message_id:
                 message_id = await self._post_chunk(
-                    f"{self.base}/outbox", path, 0, size_limit, total_size, compress, headers, progress, first=True
+                    f"{self.base}/outbox",
+                    path,
+                    0,
+                    size_limit,
+                    total_size,
+                    compress,
+                    headers,
+                    progress,
+                    first=True,
+                    whole=whole,
                 )
                 done = 1
                 if state is not None:
-                    state.accepted(message_id, 1)
+                    await asyncio.to_thread(state.accepted, message_id, 1)
             elif progress is not None:
                 progress(min(done * size_limit, total_size))
             for number in range(max(done, 1) + 1, chunks + 1):
                 chunk_headers = {"mex-Chunk-Range": f"{number}:{chunks}"}
-                await self._post_chunk(
-                    f"{self.base}/outbox/{quote(message_id)}/{number}",
-                    path,
-                    (number - 1) * size_limit,
-                    size_limit,
-                    total_size,
-                    compress,
-                    chunk_headers,
-                    progress,
-                    first=False,
-                )
+                try:
+                    await self._post_chunk(
+                        f"{self.base}/outbox/{quote(message_id)}/{number}",
+                        path,
+                        (number - 1) * size_limit,
+                        size_limit,
+                        total_size,
+                        compress,
+                        chunk_headers,
+                        progress,
+                        first=False,
+                    )
+                except MeshError as exc:
+                    # A crash after the last chunk was accepted but before the journal said so: the server
+                    # finalises a message only at its last chunk, which is sent after all the others.
+                    if resumed and exc.status == FINALISED_STATUS and exc.code == FINALISED_CODE:
+                        break
+                    raise
                 if state is not None:
-                    state.accepted(message_id, number)
+                    await asyncio.to_thread(state.accepted, message_id, number)
             if state is not None:
-                state.finish()
+                await asyncio.to_thread(state.finish)
             return message_id
 
     async def _post_chunk(
@@ -404,7 +434,9 @@ class MeshClient:
         progress: Progress | None,
         *,
         first: bool,
+        whole: bytes | None = None,
     ) -> str:
+        """POST one chunk; whole: the chunk's bytes, already read (a message of one small piece)."""
         length = max(0, min(limit, total_size - offset))
         extra = {"Content-Type": "application/octet-stream", **headers}
         with contextlib.ExitStack() as stack:
@@ -419,11 +451,21 @@ class MeshClient:
                 source, start = path, offset
             extra["Content-Length"] = str(length)
             sent = [0]
+            # A body of one piece is read once, in one thread hop, rather than streamed (small files are the
+            # folder agent's common case).
+            small = whole
+            if small is None and length <= PIECE:
+                small = await asyncio.to_thread(_read_exact, source, start, length)
 
-            def body() -> AsyncIterator[bytes]:
+            def body() -> AsyncIterator[bytes] | bytes:
                 if progress is not None and sent[0]:
                     progress(-sent[0])  # a retry sends the chunk again
                 sent[0] = 0
+                if small is not None:
+                    sent[0] = length
+                    if progress is not None:
+                        progress(length)
+                    return small
                 return _read_range(source, start, length, progress, sent)
 
             # The first POST is repeated only where our Idempotency-Key makes a repeat harmless.
@@ -442,49 +484,74 @@ class MeshClient:
         *,
         journal: Path | None = None,
         progress: Progress | None = None,
+        sync: bool = True,
     ) -> ReceivedMessage:
         """Stream a message into destination (written in place; the caller renames it where it belongs). Each
         chunk's gzip is undone as it arrives; its SHA-256 is checked against the server's Content-Digest when
-        there is one. With journal, a download interrupted after chunk k resumes at chunk k + 1."""
-        state = DownloadJournal.load(journal) if journal is not None else None
+        there is one. With journal, a download interrupted after chunk k resumes at chunk k + 1 (a message of one
+        chunk keeps no journal: it is fetched again whole). sync=False leaves the last fsync of destination to the
+        caller (the folder agent makes many files durable in one step)."""
+        state = await asyncio.to_thread(DownloadJournal.load, journal) if journal is not None else None
         if state is not None and state.message_id != message_id:
             state = None
         done, offset = (state.chunks_done, state.bytes_done) if state is not None else (0, 0)
-        exists = await asyncio.to_thread(destination.exists)
+        exists = state is not None and await asyncio.to_thread(destination.exists)
         if state is not None and done and done >= state.total and exists:
-            state.finish()  # every chunk was in before a crash
+            await asyncio.to_thread(state.finish)  # every chunk was in before a crash
             return ReceivedMessage(message_id, state.headers, offset, state.total)
         mode = "r+b" if done and exists else "wb"
-        with destination.open(mode) as out:
+        with await asyncio.to_thread(destination.open, mode) as out:
             out.truncate(offset)
             out.seek(offset)
             if progress is not None and offset:
                 progress(offset)
-            number, total, headers = max(done, 0) + 1, 0, {}
-            while True:
-                url = f"{self.base}/inbox/{quote(message_id)}" + ("" if number == 1 else f"/{number}")
-                response = await self._request("GET", url)
-                async with response:
-                    headers = {
-                        k.lower().removeprefix("mex-"): v
-                        for k, v in response.headers.items()
-                        if k.lower().startswith("mex-")
-                    }
-                    total = _total_chunks(headers)
-                    offset += await _receive(response, out, progress)
+            writeback = _Writeback(out)
+            try:
+                total, headers, offset, state = await self._download_chunks(
+                    message_id, out, max(done, 0) + 1, offset, state, journal, progress, writeback
+                )
+            finally:
+                await writeback.settle()
+            if sync:
+                await asyncio.to_thread(_fsync_then, out, lambda: None)
+            else:
                 out.flush()
-                if state is None and journal is not None:
-                    state = DownloadJournal.start(journal, message_id)
-                if state is not None:
-                    await asyncio.to_thread(os.fsync, out.fileno())
-                    state.received(number, offset, total, headers)
-                if number >= total:
-                    break
-                number += 1
-            await asyncio.to_thread(os.fsync, out.fileno())
         if state is not None:
-            state.finish()
+            await asyncio.to_thread(state.finish)
         return ReceivedMessage(message_id, headers, offset, total)
+
+    async def _download_chunks(
+        self,
+        message_id: str,
+        out: IO[bytes],
+        number: int,
+        offset: int,
+        state: DownloadJournal | None,
+        journal: Path | None,
+        progress: Progress | None,
+        writeback: _Writeback,
+    ) -> tuple[int, dict[str, str], int, DownloadJournal | None]:
+        """Chunks number.. into out at offset: (chunks in all, the last chunk's mex-* headers, bytes written, the
+        journal, which a chunked download starts after its first chunk)."""
+        while True:
+            url = f"{self.base}/inbox/{quote(message_id)}" + ("" if number == 1 else f"/{number}")
+            response = await self._request("GET", url)
+            async with response:
+                headers = {
+                    k.lower().removeprefix("mex-"): v
+                    for k, v in response.headers.items()
+                    if k.lower().startswith("mex-")
+                }
+                total = _total_chunks(headers)
+                offset += await _receive(response, out, progress, writeback)
+            if number >= total:
+                return total, headers, offset, state
+            if state is None and journal is not None:
+                state = DownloadJournal.start(journal, message_id)
+            if state is not None:
+                await writeback.settle()
+                await asyncio.to_thread(_fsync_then, out, state.received, number, offset, total, headers)
+            number += 1
 
 
 # Helpers ---------------------------------------------------------------------------------------------------
@@ -538,7 +605,32 @@ def _total_chunks(headers: dict[str, str]) -> int:
         return 1
 
 
-async def _receive(response: aiohttp.ClientResponse, out: IO[bytes], progress: Progress | None) -> int:
+class _Writeback:
+    """Sets the disk to work on what a download has written so far (an fdatasync in a thread, not waited for)
+    every WRITEBACK_BYTES, so its disk writes overlap its network reads and the fsync at the end finds little
+    left. settle() waits for the one under way; call it before out is closed."""
+
+    def __init__(self, out: IO[bytes]):
+        self._out = out
+        self._since = 0
+        self._running: asyncio.Future[None] | None = None
+
+    def wrote(self, size: int) -> None:
+        self._since += size
+        if self._since >= WRITEBACK_BYTES and (self._running is None or self._running.done()):
+            self._since = 0
+            self._out.flush()
+            self._running = asyncio.get_running_loop().run_in_executor(None, os.fdatasync, self._out.fileno())
+
+    async def settle(self) -> None:
+        if self._running is not None:
+            running, self._running = self._running, None
+            await running
+
+
+async def _receive(
+    response: aiohttp.ClientResponse, out: IO[bytes], progress: Progress | None, writeback: _Writeback
+) -> int:
     """Write one chunk's body to out (gunzipped if it came gzip); its digest checked. Returns bytes written."""
     expected = _content_digest(response.headers.get("Content-Digest", ""))
     digest = hashlib.sha256()
@@ -550,6 +642,7 @@ async def _receive(response: aiohttp.ClientResponse, out: IO[bytes], progress: P
         if data:
             out.write(data)  # into the page cache: the fsync that makes it durable runs on a thread
             written += len(data)
+            writeback.wrote(len(data))
         if progress is not None:
             progress(len(data))
     if inflater is not None:
@@ -559,6 +652,13 @@ async def _receive(response: aiohttp.ClientResponse, out: IO[bytes], progress: P
     if expected is not None and digest.digest() != expected:
         raise IntegrityError(0, "a downloaded chunk does not match the SHA-256 the server gave for it")
     return written
+
+
+def _fsync_then(out: IO[bytes], then: Callable[..., None], *args: Any) -> None:
+    """out's bytes on disk, then `then` (a journal recording them)."""
+    out.flush()
+    os.fsync(out.fileno())
+    then(*args)
 
 
 def _content_digest(value: str) -> bytes | None:
@@ -584,6 +684,16 @@ async def _as_path(data: Source, stack: contextlib.ExitStack) -> Path:
             await asyncio.to_thread(spooled.write, piece)
     spooled.flush()
     return Path(spooled.name)
+
+
+def _size_and_bytes(path: Path, limit: int) -> tuple[int, bytes | None]:
+    """A file's size, and its bytes when it is one piece that fits in a chunk of limit bytes."""
+    size = path.stat().st_size
+    return size, (_read_exact(path, 0, size) if size <= min(PIECE, limit) else None)
+
+
+def _read_exact(path: Path, offset: int, length: int) -> bytes:
+    return b"".join(_pieces(path, offset, length))
 
 
 def _pieces(path: Path, offset: int, length: int) -> Iterator[bytes]:

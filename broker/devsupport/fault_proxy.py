@@ -5,6 +5,7 @@ whichever mode it is switched to while it runs, from any thread.
     with fault_proxy.running("http://127.0.0.1:5000") as proxy:   # proxy.url goes where the server's URL went
         proxy.switch(Mode.HTTP_503)                               # every request now gets S3's SlowDown answer
         proxy.switch(Mode.PASS, fail_next=2, fault=Mode.RESET)     # the next two connections are reset, then pass
+        proxy.cut_after(3_000_000)                                 # a download is reset midway (3 MB in), once
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import enum
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -54,6 +55,8 @@ class Counts:
     connections: int = 0
     resets: int = 0
     answered: int = 0
+    #: Connections reset midway by cut_after.
+    cuts: int = 0
 
 
 class FaultProxy:
@@ -73,6 +76,9 @@ class FaultProxy:
         self._delay = 0.0
         self._fail_next = 0
         self._fault = Mode.RESET
+        #: Bytes still to pass from server to client before the connection carrying them is reset (cut_after).
+        self._cut_left: int | None = None
+        self._after_cut = Mode.PASS
         self._open: set[asyncio.BaseTransport] = set()
         self._handlers: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
@@ -107,21 +113,43 @@ class FaultProxy:
         """Change the mode; safe to call from any thread (the change is made on the proxy's own loop)."""
         if fault in (Mode.PASS, Mode.LATENCY):
             raise ValueError("fail_next needs a fault that fails: RESET, HTTP_500 or HTTP_503")
-        if self._loop is None:
-            raise RuntimeError("the proxy is not running")
-        done = threading.Event()
 
         def apply() -> None:
             self._mode, self._delay, self._fail_next, self._fault = mode, delay, fail_next, fault
             if fail_next or mode not in (Mode.PASS, Mode.LATENCY):
                 self._cut_all()
+
+        self._on_own_loop(apply)
+
+    def cut_after(self, nbytes: int, *, then: Mode = Mode.PASS) -> None:
+        """Pass the next nbytes from the server to the client (counted from now, over whichever connections carry
+        them), then reset the connection carrying the next byte, once: a response broken midway, as by a server
+        that crashed or a network that dropped. The mode is then `then` (HTTP_503, say: a server that stays down).
+        Safe to call from any thread."""
+        if nbytes < 0:
+            raise ValueError("nbytes must be 0 or more")
+
+        def apply() -> None:
+            self._cut_left, self._after_cut = nbytes, then
+
+        self._on_own_loop(apply)
+
+    def _on_own_loop(self, change: Callable[[], None]) -> None:
+        """Make a change on the proxy's loop (its state is the loop's alone); from another thread, wait for it."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the proxy is not running")
+        if _on_loop(loop):
+            change()
+            return
+        done = threading.Event()
+
+        def apply() -> None:
+            change()
             done.set()
 
-        if _on_loop(self._loop):
-            apply()
-        else:
-            self._loop.call_soon_threadsafe(apply)
-            done.wait(5)
+        loop.call_soon_threadsafe(apply)
+        done.wait(5)
 
     def _cut_all(self) -> None:
         for transport in list(self._open):
@@ -195,7 +223,7 @@ class FaultProxy:
         self._open.update((writer.transport, upstream_writer.transport))
         copies = [
             asyncio.ensure_future(self._copy(reader, upstream_writer)),
-            asyncio.ensure_future(self._copy(upstream_reader, writer)),
+            asyncio.ensure_future(self._copy(upstream_reader, writer, downstream=True)),
         ]
         try:
             # Each direction ends on its own (a half-close is passed on); the first to fail ends both.
@@ -210,14 +238,30 @@ class FaultProxy:
         for copy in done:
             copy.result()
 
-    async def _copy(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _copy(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, downstream: bool = False
+    ) -> None:
         while piece := await source.read(PIECE):
             if self._mode is Mode.LATENCY and self._delay:
                 await asyncio.sleep(self._delay)
+            if downstream and self._cut_left is not None:
+                if len(piece) > self._cut_left:
+                    await self._cut(piece[: self._cut_left], sink)
+                self._cut_left -= len(piece)
             sink.write(piece)
             await sink.drain()
         if sink.can_write_eof() and not sink.transport.is_closing():
             sink.write_eof()
+
+    async def _cut(self, head: bytes, sink: asyncio.StreamWriter) -> None:
+        """Pass head on, then end the connection with a reset (raised, so that _serve resets both sides)."""
+        self._cut_left = None
+        self._mode = self._after_cut
+        self.counts.cuts += 1
+        if head:
+            sink.write(head)
+            await sink.drain()
+        raise ConnectionResetError("cut midway by the fault proxy")
 
 
 def _reset(transport: asyncio.BaseTransport) -> None:

@@ -1,5 +1,7 @@
 """Background upkeep of a node: the message lifecycle (expiry with NDRs, abandoned uploads, retention purge),
-orphaned and leftover blobs, and expired auth tokens. Safe to run on every node at once (mesh-api.md section 7.5).
+orphaned and leftover blobs, and expired auth tokens. Safe to run on every node at once (mesh-api.md section 7.5):
+each piece of row work is claimed by one node, and the leftover sweep, which lists the whole blob store, runs only on
+the node holding its lease (services/leases.py).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from broker.blobs.protocol import BlobStore
 from broker.clock import SYSTEM_CLOCK, Clock
 from broker.metrics import Metrics
 from broker.models import Event, Status
+from broker.services.leases import Lease, node_identity
 from broker.services.reports import NDR_DEACTIVATED, NDR_EXPIRED, Reports
 from broker.store.protocol import (
     DuplicateMessageId,
+    LeaseStore,
     LifecycleStore,
     NonDelivery,
     StoreError,
@@ -29,8 +33,8 @@ from broker.store.protocol import (
 log = logging.getLogger("broker.housekeeping")
 
 
-class HousekeepingStore(TokenStore, LifecycleStore, StoreStats, Protocol):
-    """What housekeeping changes (tokens, the lifecycle) and samples (the figures)."""
+class HousekeepingStore(TokenStore, LifecycleStore, LeaseStore, StoreStats, Protocol):
+    """What housekeeping changes (tokens, the lifecycle), leases (the leftover sweep) and samples (the figures)."""
 
 
 #: Rows one store transaction claims: large enough to drain a backlog quickly, small enough to keep
@@ -41,6 +45,11 @@ MAX_BATCHES = 20
 DESCRIPTIONS = {Undeliverable.EXPIRED: NDR_EXPIRED, Undeliverable.DEACTIVATED: NDR_DEACTIVATED}
 #: The error event of an upload whose missing chunks never came (no source documents one; see README).
 UPLOAD_ABANDONED = ("SEND", "02", "Upload abandoned: not every chunk arrived before the upload timeout")
+#: The lease whose holder sweeps the blob store for leftovers (the housekeeping_leases row's name).
+LEFTOVER_SWEEP = "leftover_sweep"
+#: How long a claim of the sweep's lease lasts unless renewed: twice the default pass interval, so a holder may
+#: miss one pass before another node takes the sweep over (the app passes twice the configured interval).
+LEASE = timedelta(minutes=2)
 
 
 class Housekeeping:
@@ -56,6 +65,8 @@ class Housekeeping:
         orphan_grace: timedelta,
         clock: Clock = SYSTEM_CLOCK,
         batch: int = BATCH,
+        lease: timedelta = LEASE,
+        holder: str | None = None,
     ):
         self._store = store
         self._blobs = blobs
@@ -67,6 +78,7 @@ class Housekeeping:
         self._clock = clock
         self._batch = batch
         self._last_sweep: datetime | None = None
+        self._sweep_lease = Lease(store, LEFTOVER_SWEEP, holder or node_identity(), lease, clock)
         # The background loop and a caller (tests, an operator) never run two passes of one node at once.
         self._pass = asyncio.Lock()
 
@@ -174,12 +186,19 @@ class Housekeeping:
 
     async def sweep_leftovers(self) -> int:
         """Delete blobs older than the orphan grace that no chunk row points at: bytes stored before a crash
-        kept their row from being written. Listing a bucket is not free, so this runs once per grace period."""
+        kept their row from being written. Listing a bucket is not free, so this runs once per grace period, and
+        only on the node holding the sweep's lease: every pass takes or renews it (so the sweep stays with one
+        node), and each page renews it again, so a long listing keeps it. A node that loses the lease mid-sweep
+        (it let it lapse, and another took it) stops at that page; deleting one leftover twice would be harmless,
+        but counting it twice would not."""
+        if not await self._sweep_lease.hold():
+            return 0
         now = self._clock.now()
         if self._last_sweep is not None and now - self._last_sweep < self._orphan_grace:
             return 0
         cutoff = now - self._orphan_grace
         deleted = 0
+        finished = True
         async for page in self._blobs.scan(page_size=self._batch):
             old = [blob.key for blob in page if blob.modified < cutoff]
             known = await self._store.known_blob_keys(old)
@@ -188,9 +207,17 @@ class Housekeeping:
                     await self._blobs.delete(key)
                     deleted += 1
                     log.info("leftover blob deleted", extra={"action": "leftover_blob_deleted", "blob_key": key})
+            if not await self._sweep_lease.hold():
+                finished = False
+                break
         self._metrics.orphan_blobs_deleted.labels("leftover").inc(deleted)
-        self._last_sweep = now
+        if finished:
+            self._last_sweep = now
         return deleted
+
+    async def release(self) -> None:
+        """Give up this node's leases (it is stopping), so another node takes the sweep over at its next pass."""
+        await self._sweep_lease.release()
 
     async def sample(self, metrics: Metrics) -> None:
         """Refresh the gauges that come from the store: inbox depth, storage size and database pool use."""

@@ -10,7 +10,7 @@ from broker.store import queries
 from broker.store import transactions as tx
 from broker.store.directory_cache import DirectoryCache
 from broker.store.pg_directory import listen_for_directory_changes
-from broker.store.protocol import DuplicateMessageId, StoreError
+from broker.store.protocol import DuplicateMessageId, StoreError, StoreUnavailable
 from broker.store.sql_store import PlanFunction, SqlStore
 
 try:
@@ -35,7 +35,8 @@ async def _no_session_state(_conn: Any) -> None:
 
 
 class _Translate:
-    """Turns asyncpg and connection errors into StoreError at this boundary."""
+    """Turns asyncpg and connection errors into StoreError at this boundary: StoreUnavailable for those that say the
+    database cannot serve now (see _unreachable), so that only they answer 503."""
 
     async def __aenter__(self) -> None:
         return None
@@ -45,8 +46,30 @@ class _Translate:
             return
         if isinstance(exc, asyncpg.UniqueViolationError) and "messages_pkey" in str(exc):
             raise DuplicateMessageId(str(exc)) from None
+        if _unreachable(exc):
+            raise StoreUnavailable(f"postgresql unavailable: {exc}") from exc
         if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
             raise StoreError(f"postgresql error: {exc}") from exc
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether exc is about the connection rather than the statement: refused, reset or timed out (OSError, which
+    TimeoutError is), lost mid-query or rejected (class 08), the server starting up, shutting down or out of
+    connections, or a connection or pool already closed under the call."""
+    if isinstance(exc, OSError):
+        return True
+    if isinstance(
+        exc,
+        asyncpg.PostgresConnectionError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.AdminShutdownError
+        | asyncpg.CrashShutdownError
+        | asyncpg.TooManyConnectionsError,
+    ):
+        return True
+    # asyncpg says "connection is closed", "pool is closing" or "pool is closed"; its other InterfaceErrors are
+    # misuse (an operation already in progress, a cursor outside a transaction): bugs of ours.
+    return isinstance(exc, asyncpg.InterfaceError) and any(word in str(exc) for word in ("closed", "closing"))
 
 
 class PostgresStore(SqlStore):
@@ -101,7 +124,7 @@ class PostgresStore(SqlStore):
     @property
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:
-            raise StoreError("the PostgreSQL store is not open")
+            raise StoreUnavailable("the PostgreSQL store is not open")
         return self._pool
 
     async def migrate(self) -> list[int]:
@@ -133,6 +156,7 @@ class PostgresStore(SqlStore):
         async with _Translate(), self.pool.acquire() as conn, conn.transaction():
             return await run(conn, plan, args)
 
+    _single = _lookup  # each statement its own transaction (autocommit): no BEGIN and COMMIT round trips
     _note = _lookup  # one statement: autocommit is its transaction, and saves BEGIN and COMMIT round trips
     _token = _lookup
 

@@ -2,7 +2,8 @@
 the replay cache, housekeeping on the lifecycle and the figures, and so on), and MetadataStore is all of them
 with a lifetime. The contract of each method is its docstring; tests/contract checks it against both stores.
 
-Every state change is one transaction. Methods raise StoreError for backend failures."""
+Every state change is one transaction. Methods raise StoreError for backend failures: StoreUnavailable where the
+backend cannot be reached or cannot serve now, so that the same call may succeed later."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ from broker.models import Chunk, Event, Mailbox, Message, Patient, Workflow
 
 class StoreError(Exception):
     """A backend failure, translated at the store boundary so nothing above imports a driver."""
+
+
+class StoreUnavailable(StoreError):
+    """The backend cannot serve now: the connection is refused or lost, the database is locked, shutting down or out
+    of connections, its files cannot be read or written. Clients are told to retry (503 with Retry-After); every
+    other StoreError (a statement that is wrong, a constraint nobody expected) is a fault of ours, a 500."""
 
 
 class DuplicateMessageId(StoreError):
@@ -231,6 +238,19 @@ class LifecycleStore(Protocol):
         """Blob keys no row points at any more, removed from the queue as they are returned."""
 
 
+class LeaseStore(Protocol):
+    """Named leases for housekeeping work that cannot be claimed row by row (the leftover-blob sweep lists the
+    whole blob store): the node holding a lease does the work; the others skip it until the lease lapses."""
+
+    async def claim_lease(self, name: str, holder: str, until: datetime, now: datetime) -> bool:
+        """Hold the lease named name until until, in one atomic statement: True (and the row written) when no one
+        holds it, holder already does (a renewal), or another's hold ended at or before now; else False and no
+        change. Of racing claimers of a free or lapsed lease exactly one is True."""
+
+    async def release_lease(self, name: str, holder: str) -> bool:
+        """Give up the lease if holder holds it, so that any claimer takes it at once; False if holder did not."""
+
+
 class AdminStore(Protocol):
     """The sandbox's administration routes (never switched on over a production store)."""
 
@@ -359,6 +379,7 @@ class MetadataStore(
     MessageStore,
     InboxStore,
     LifecycleStore,
+    LeaseStore,
     AdminStore,
     StoreStats,
     IdempotencyStore,

@@ -1,6 +1,8 @@
 """Named SQL blocks, written once: `sql/queries.sql` for what both dialects share, `sql/<dialect>.sql` for what
-differs. A block is `-- name: <name>`, then at least one comment line saying what it is for, then one statement.
-Placeholders are `?`; for PostgreSQL the loader numbers them `$1, $2, ...` (asyncpg's style)."""
+differs. A block is `-- name: <name>`, then at least one comment line saying what it is for, then one statement
+(in sqlite.sql, where PostgreSQL's block of the same name is one statement with data-modifying WITH clauses that
+SQLite lacks, possibly several separated by `;`: see statements()). Placeholders are `?`, or numbered `?1, ?2`
+where a parameter is used more than once; for PostgreSQL the loader writes them `$1, $2, ...` (asyncpg's style)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ from dataclasses import dataclass
 from importlib import resources
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
-#: A string literal (skipped when numbering) or a placeholder.
-_LITERAL_OR_PLACEHOLDER = re.compile(r"'(?:[^']|'')*'|\?")
+#: A string literal (skipped when numbering) or a placeholder, `?` or numbered (`?3`).
+_LITERAL_OR_PLACEHOLDER = re.compile(r"'(?:[^']|'')*'|\?(\d*)")
+#: A string literal (skipped when splitting) or the `;` between statements.
+_LITERAL_OR_SEMICOLON = re.compile(r"'(?:[^']|'')*'|;")
 
 SHARED_FILE = "queries.sql"
 DIALECTS = ("sqlite", "postgres")
@@ -60,11 +64,38 @@ def placeholders(sql: str, dialect: str) -> str:
     if dialect != "postgres":
         return sql
     counter = iter(range(1, sql.count("?") + 1))
+    kinds: set[bool] = set()
 
     def number(match: re.Match[str]) -> str:
-        return match.group(0) if match.group(0) != "?" else f"${next(counter)}"
+        if match.group(0)[0] != "?":
+            return match.group(0)
+        kinds.add(bool(match.group(1)))
+        return f"${match.group(1) or next(counter)}"
 
-    return _LITERAL_OR_PLACEHOLDER.sub(number, sql)
+    numbered = _LITERAL_OR_PLACEHOLDER.sub(number, sql)
+    if len(kinds) > 1:
+        raise ValueError(f"a statement mixes `?` and numbered placeholders: {sql[:80]!r}")
+    return numbered
+
+
+def statements(sql: str) -> list[str]:
+    """A block's statements: one, or several separated by `;` (outside string literals)."""
+    found, start = [], 0
+    for match in _LITERAL_OR_SEMICOLON.finditer(sql):
+        if match.group(0) == ";":
+            found.append(sql[start : match.start()].strip())
+            start = match.end()
+    found.append(sql[start:].strip())
+    return [s for s in found if s]
+
+
+def parameter_count(sql: str) -> int:
+    """How many parameters a statement binds: its `?`s, or its highest numbered placeholder (SQLite binds every
+    index up to that one, used or not)."""
+    counts = [int(m.group(1) or 0) for m in _LITERAL_OR_PLACEHOLDER.finditer(sql) if m.group(0)[0] == "?"]
+    if any(counts):
+        return max(counts)
+    return len(counts)
 
 
 def migrations(dialect: str) -> list[tuple[int, str, str]]:

@@ -132,7 +132,8 @@ def message_from_row(row: Any, events: tuple[Event, ...], to_time: Callable[[Any
 
 
 def message_values(message: Message) -> tuple[Any, ...]:
-    """The `insert_message` parameters (times as datetimes: each store's runner binds them its own way)."""
+    """The message row's parameters of `create_message`, ?1..?19 (times as datetimes: each store's runner binds
+    them its own way)."""
     return (
         message.message_id,
         message.message_type.value,
@@ -157,7 +158,7 @@ def message_values(message: Message) -> tuple[Any, ...]:
 
 
 def chunk_values(chunk: Chunk) -> tuple[Any, ...]:
-    """insert_chunk / upsert_chunk parameters, in column order."""
+    """A chunk row's columns in order (create_message's ?21..?25 after the message ID, add_chunk's ?1..?6)."""
     return chunk.message_id, chunk.number, chunk.blob_key, chunk.size, chunk.sha256, chunk.data
 
 

@@ -7,8 +7,12 @@ A store method says what kind of work a plan is, and the dialect decides how to 
 | lookup    | a point read by key, on the request path      | inline on the event loop    | a pooled connection      |
 | scan      | a list or a count                             | a reader thread             | a pooled connection      |
 | change    | a state change, durable before it returns     | the writer thread, fsync'd  | one transaction          |
+| single    | a state change made by one statement          | the writer thread, fsync'd  | autocommit, no BEGIN     |
 | note      | one-statement bookkeeping that may skip fsync | the writer thread, no fsync | one statement            |
 | token     | the replay cache's write                      | the tokens file's writer    | one statement            |
+
+`single` is what a send, a chunk upload and an acknowledgement are: each is one statement on PostgreSQL, so
+one round trip, where a transaction would add BEGIN and COMMIT (transactions.py, sql/postgres.sql).
 
 Adding a table costs its queries in sql/queries.sql (or one per dialect where they truly differ), a plan in
 transactions.py and a method here: nothing per dialect.
@@ -55,6 +59,11 @@ class SqlStore:
         raise NotImplementedError
 
     def _change(self, plan: PlanFunction[T], *args: Any) -> Awaitable[T]:
+        raise NotImplementedError
+
+    def _single(self, plan: PlanFunction[T], *args: Any) -> Awaitable[T]:
+        """A change whose plan yields statements each complete on its own (one, or one run again): no statement
+        depends on another's being in the same transaction."""
         raise NotImplementedError
 
     def _note(self, plan: PlanFunction[T], *args: Any) -> Awaitable[T]:
@@ -111,7 +120,7 @@ class SqlStore:
 
     # Messages --------------------------------------------------------------------------------------------
     async def create_message(self, message: Message, first_chunk: Chunk) -> None:
-        await self._change(tx.create_message, message, first_chunk)
+        await self._single(tx.create_message, message, first_chunk)
 
     async def get_message(self, message_id: str) -> Message | None:
         return await self._lookup(tx.get_message, self._times, message_id)
@@ -120,10 +129,10 @@ class SqlStore:
         return await self._lookup(tx.get_message_and_chunk, self._times, message_id, number)
 
     async def add_chunk(self, chunk: Chunk, delivery: Event, expires_at: datetime) -> ChunkOutcome:
-        return await self._change(tx.add_chunk, chunk, delivery, expires_at)
+        return await self._single(tx.add_chunk, chunk, delivery, expires_at)
 
     async def acknowledge(self, message_id: str, event: Event) -> bool:
-        return await self._change(tx.acknowledge, message_id, event)
+        return await self._single(tx.acknowledge, message_id, event)
 
     async def find_by_local_id(self, sender: str, local_id: str, limit: int = 2) -> list[Message]:
         return await self._scan(tx.find_by_local_id, self._times, sender, local_id, limit)
@@ -173,9 +182,16 @@ class SqlStore:
     async def take_orphan_blobs(self, limit: int) -> list[str]:
         return await self._change(tx.take_orphan_blobs, limit)
 
+    # Housekeeping leases ---------------------------------------------------------------------------------
+    async def claim_lease(self, name: str, holder: str, until: datetime, now: datetime) -> bool:
+        return await self._change(tx.claim_lease, name, holder, until, now)
+
+    async def release_lease(self, name: str, holder: str) -> bool:
+        return await self._change(tx.release_lease, name, holder)
+
     # Sandbox administration ------------------------------------------------------------------------------
     async def append_event(self, message_id: str, event: Event) -> bool:
-        return await self._change(tx.append_event, message_id, event)
+        return await self._single(tx.append_event, message_id, event)
 
     async def delete_mailbox_messages(self, mailbox_id: str | None) -> int:
         return await self._change(tx.delete_mailbox_messages, mailbox_id, datetime.now(UTC))

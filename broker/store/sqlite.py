@@ -16,19 +16,27 @@ from broker.store import transactions as tx
 from broker.store.directory_cache import DirectoryCache
 from broker.store.rows import from_micros, to_micros
 from broker.store.sql_store import PlanFunction, SqlStore
-from broker.store.sqlite_connections import SqliteConnections
+from broker.store.sqlite_connections import CACHE_KIB, SqliteConnections
 
 T = TypeVar("T")
 Q = queries.load("sqlite")
+#: The blocks written as several statements (sqlite.sql says why), each with how many parameters it binds.
+STEPS = {
+    name: tuple((statement, queries.parameter_count(statement)) for statement in queries.statements(sql))
+    for name, sql in Q.items()
+    if len(queries.statements(sql)) > 1
+}
 
 
 class SqliteStore(SqlStore):
     """Times are kept as microseconds since the epoch (INTEGER), dates as ISO text, lists of IDs bound as one
     JSON array (json_each in the SQL)."""
 
-    def __init__(self, path: Path, *, readers: int = 2, busy_timeout_ms: int = 10_000):
+    def __init__(self, path: Path, *, readers: int = 2, busy_timeout_ms: int = 10_000, cache_kib: int = CACHE_KIB):
         super().__init__(DirectoryCache(path.with_name(f"{path.stem}-directory.stamp")), from_micros)
-        self._connections = SqliteConnections(path, readers=readers, busy_timeout_ms=busy_timeout_ms)
+        self._connections = SqliteConnections(
+            path, readers=readers, busy_timeout_ms=busy_timeout_ms, cache_kib=cache_kib
+        )
 
     async def open(self) -> None:
         await self._connections.open()
@@ -46,6 +54,8 @@ class SqliteStore(SqlStore):
 
     def _change(self, plan: PlanFunction[T], *args: Any) -> Awaitable[T]:
         return self._connections.write(run, plan, args)
+
+    _single = _change  # in-process statements: one transaction on the writer thread costs no round trips
 
     def _note(self, plan: PlanFunction[T], *args: Any) -> Awaitable[T]:
         return self._connections.write(run, plan, args, durable=False)
@@ -88,7 +98,14 @@ def _execute(conn: sqlite3.Connection, statement: tx.Statement) -> Any:
     if statement.fetch is tx.Fetch.MANY:
         conn.executemany(sql, [_bind(params) for params in statement.params])
         return None
-    cursor = conn.execute(sql, _bind(statement.params))
+    steps = None if statement.built else STEPS.get(statement.query)
+    if steps is not None:
+        # Several statements, in order, each binding the leading parameters it numbers; the last one answers.
+        params = _bind(statement.params)
+        for sql, count in steps:
+            cursor = conn.execute(sql, params[:count])
+    else:
+        cursor = conn.execute(sql, _bind(statement.params))
     if statement.fetch is tx.Fetch.ROW:
         return cursor.fetchone()
     if statement.fetch is tx.Fetch.ROWS:
@@ -100,8 +117,13 @@ def _iso(value: date) -> str:
     return value.isoformat()
 
 
+def _json_list(values: list[Any]) -> str:
+    """A list as one JSON array (json_each in the SQL), its times as microseconds like every time column."""
+    return json.dumps([to_micros(v) if type(v) is datetime else v for v in values])
+
+
 #: How values the driver cannot take as they are get bound (by exact type: datetime is a subclass of date).
-_ADAPTERS: dict[type, Callable[[Any], Any]] = {datetime: to_micros, date: _iso, list: json.dumps}
+_ADAPTERS: dict[type, Callable[[Any], Any]] = {datetime: to_micros, date: _iso, list: _json_list}
 
 
 def _bind(params: Sequence[Any]) -> Sequence[Any]:

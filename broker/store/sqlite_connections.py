@@ -24,14 +24,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from broker.store import queries
-from broker.store.protocol import DuplicateMessageId, StoreError
+from broker.store.protocol import DuplicateMessageId, StoreError, StoreUnavailable
 from broker.store.sqlite_writer import Checkpointer, GroupCommitWriter
 
 T = TypeVar("T")
-#: Page cache per connection (KiB) and memory-mapped window; see _new_connection.
-CACHE_KIB = 64 * 1024
+#: Page cache per connection (KiB; MESH_SQLITE_CACHE_MIB) and memory-mapped window; see _new_connection.
+CACHE_KIB = 2 * 1024
 MMAP_BYTES = 1024 * 1024 * 1024
 WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+#: SQLite's primary result codes that say the files cannot serve now, rather than that a statement is wrong: busy or
+#: locked past the busy timeout, an I/O error, a file that cannot be opened, a full disk.
+UNAVAILABLE_CODES = frozenset(
+    {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_FULL}
+)
 #: The replay cache's own file, beside the main one.
 TOKENS_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS auth_tokens (token_key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL) WITHOUT ROWID",
@@ -42,8 +47,9 @@ TOKENS_SCHEMA = (
 class SqliteConnections:
     """Opens the two files, runs `fn(conn, *args)` where each kind of work belongs, and closes them."""
 
-    def __init__(self, path: Path, *, readers: int = 2, busy_timeout_ms: int = 10_000):
+    def __init__(self, path: Path, *, readers: int = 2, busy_timeout_ms: int = 10_000, cache_kib: int = CACHE_KIB):
         self.path = path
+        self._cache_kib = cache_kib
         self.tokens_path = path.with_name(f"{path.stem}-tokens{path.suffix}")
         self._readers = readers
         self._busy_timeout_ms = busy_timeout_ms
@@ -102,7 +108,7 @@ class SqliteConnections:
         """
         conn = self._inline
         if conn is None:
-            raise StoreError("the SQLite store is not open")
+            raise StoreUnavailable("the SQLite store is not open")
         try:
             return fn(conn, *args)
         except sqlite3.Error as exc:
@@ -111,21 +117,21 @@ class SqliteConnections:
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a scan on a reader thread."""
         if self._reader is None:
-            raise StoreError("the SQLite store is not open")
+            raise StoreUnavailable("the SQLite store is not open")
         return await asyncio.get_running_loop().run_in_executor(self._reader, self._call_reader, fn, args)
 
     async def write(self, fn: Callable[..., T], *args: Any, durable: bool = True) -> T:
         """Run fn(conn, *args) in a write transaction of the main file; durable=False for bookkeeping that may
         skip the fsync. fn may run twice (see GroupCommitWriter), so it must not keep state outside it."""
         if self._writer is None:
-            raise StoreError("the SQLite store is not open")
+            raise StoreUnavailable("the SQLite store is not open")
         result: T = await self._writer.run(fn, args, durable)
         return result
 
     async def write_tokens(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn(conn, *args) in a write transaction of the replay cache's file (no fsync)."""
         if self._tokens is None:
-            raise StoreError("the SQLite store is not open")
+            raise StoreUnavailable("the SQLite store is not open")
         result: T = await self._tokens.run(fn, args, False)
         return result
 
@@ -179,10 +185,12 @@ class SqliteConnections:
     def _new_connection(self) -> sqlite3.Connection:
         conn = self._connect(self.path)
         conn.execute("PRAGMA synchronous=FULL")
-        # SQLite's default page cache is 2 MB per connection; once the indexes outgrow it (a million messages
-        # is a few hundred MB) every insert and lookup re-reads index pages through system calls. A larger
-        # cache and memory-mapped reads keep the hot pages close as the store fills.
-        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        # Memory-mapped reads keep the hot pages close as the store fills (a million messages' indexes are a few
+        # hundred MB), with no system call per page and in the kernel's page cache, shared by every connection.
+        # The page cache of each connection (pages it changes, and those mmap cannot serve) is private memory
+        # that only grows until full: 64 MiB a connection grew the broker's RSS by 70-90 % over a soak, and was no
+        # faster than 2 MiB under benchmarks/load.py (benchmarks/README.md); MESH_SQLITE_CACHE_MIB sets it.
+        conn.execute(f"PRAGMA cache_size=-{self._cache_kib}")
         conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
         # Workflow filters match case-sensitively, as workflow IDs are compared everywhere else.
         conn.execute("PRAGMA case_sensitive_like=ON")
@@ -236,6 +244,10 @@ def translate(exc: sqlite3.Error) -> StoreError:
         if "messages.message_id" in str(exc):
             return DuplicateMessageId(str(exc))
         return StoreError(f"sqlite integrity error: {exc}")
+    # The extended code (SQLITE_IOERR_WRITE, SQLITE_BUSY_SNAPSHOT...) carries its primary code in its low byte.
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in UNAVAILABLE_CODES:
+        return StoreUnavailable(f"sqlite unavailable: {exc}")
     return StoreError(f"sqlite error: {exc}")
 
 

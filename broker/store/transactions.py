@@ -27,6 +27,7 @@ from broker.store.protocol import (
     InboxCursor,
     KeyedSend,
     NonDelivery,
+    StoreError,
     Undeliverable,
     UndeliverableCandidate,
     WebSession,
@@ -181,11 +182,26 @@ def purge_tokens(now: datetime) -> Plan[int]:
 # Messages ----------------------------------------------------------------------------------------------------
 
 
+# The writes of a send, a chunk upload and an acknowledgement are one statement each on PostgreSQL (run without
+# BEGIN and COMMIT by the store's `single` runner: one round trip) and a few statements on SQLite's writer; the
+# plan decides what they write (statuses, events, the answer) and hands both dialects the same parameters. An
+# event's seq is the message row's event_count, taken by the statement that changes the row.
+
+
 def create_message(message: Message, first_chunk: Chunk) -> Plan[None]:
-    yield execute("insert_message", *message_values(message))
-    yield execute("insert_chunk", *chunk_values(first_chunk))
-    for event in message.events:
-        yield from _insert_event(message.message_id, event)
+    events = message.events
+    yield execute(
+        "create_message",
+        *message_values(message),
+        len(events),
+        *chunk_values(first_chunk)[1:],
+        [e.status.value for e in events],
+        [e.timestamp for e in events],
+        [e.event for e in events],
+        [e.code for e in events],
+        [e.description for e in events],
+        [e.linked_message_id for e in events],
+    )
 
 
 def get_message(times: Times, message_id: str) -> Plan[Message | None]:
@@ -205,71 +221,69 @@ def get_message_and_chunk(times: Times, message_id: str, number: int) -> Plan[tu
     return message, None if found is None else chunk_from_row(message_id, number, found)
 
 
+#: How many times add_chunk runs again when another writer changed the message between its snapshot and its row
+#: lock (each rerun reads after that writer's commit, so only a message written to without pause gets this far).
+CHUNK_ATTEMPTS = 100
+
+
 def add_chunk(chunk: Chunk, delivery: Event, expires_at: datetime) -> Plan[ChunkOutcome]:
-    """Store chunk n; the last missing one delivers the message with `delivery` (its time is the delivery's).
-    lock_message holds the message row on PostgreSQL, so chunks of one message at different nodes queue."""
-    found = yield row("lock_message", chunk.message_id)
-    if found is None:
-        return ChunkOutcome.NOT_FOUND
-    status, total = found
-    if status != Status.UPLOADING:
-        return ChunkOutcome.NOT_UPLOADING
+    """Store chunk n of an uploading message (a chunk sent before is replaced, its blob queued as an orphan); the
+    last missing one delivers the message with `delivery` (its time is the delivery's). The statement locks the
+    message row, so chunks of one message at different nodes queue; one that finds the row changed since its
+    snapshot writes nothing and is run again."""
     at = delivery.timestamp
-    previous = yield row("get_chunk", chunk.message_id, chunk.number)
-    if previous is not None and previous[0] and previous[0] != chunk.blob_key:
-        yield execute("queue_orphan", previous[0], at)
-    yield execute("upsert_chunk", *chunk_values(chunk))
-    stored, size = yield row("chunk_totals", chunk.message_id)
-    if stored < total:
-        yield execute("set_file_size", size, chunk.message_id)
-        return ChunkOutcome.STORED
-    yield execute("deliver", delivery.status.value, at, expires_at, size, at, chunk.message_id, Status.UPLOADING.value)
-    yield from _insert_event(chunk.message_id, delivery)
-    return ChunkOutcome.COMPLETED
+    params = (
+        *chunk_values(chunk),
+        Status.UPLOADING.value,
+        delivery.status.value,
+        at,
+        expires_at,
+        *_event_values(delivery),
+    )
+    for _attempt in range(CHUNK_ATTEMPTS):
+        found = yield row("add_chunk", *params)
+        if found is None:
+            return ChunkOutcome.NOT_FOUND
+        status, fresh, delivered = found
+        if not fresh:
+            continue
+        if status != Status.UPLOADING:
+            return ChunkOutcome.NOT_UPLOADING
+        return ChunkOutcome.COMPLETED if delivered else ChunkOutcome.STORED
+    raise StoreError(f"message {chunk.message_id} kept changing while chunk {chunk.number} was stored")
 
 
 def acknowledge(message_id: str, event: Event) -> Plan[bool]:
-    """Move an accepted message to the event's status. Of two nodes racing, the UPDATE's row lock (or the single
-    writer) lets exactly one see it still accepted."""
-    at = event.timestamp
-    changed = yield execute("acknowledge", event.status.value, at, at, message_id, Status.ACCEPTED.value)
-    if changed != 1:
-        return False
-    yield from _insert_event(message_id, event)
-    return True
+    """Move an accepted message to the event's status and append the event. Of two nodes racing, the UPDATE's row
+    lock (or the single writer) lets exactly one see it still accepted."""
+    changed = yield execute(
+        "acknowledge",
+        event.status.value,
+        event.timestamp,
+        message_id,
+        Status.ACCEPTED.value,
+        *_event_values(event),
+    )
+    return int(changed) == 1
 
 
 def append_event(message_id: str, event: Event) -> Plan[bool]:
     """Append an event and make its status the message's; False (and nothing written) for an unknown message."""
-    at = event.timestamp
     changed = yield execute(
-        "set_status",
-        event.status.value,
-        at,
-        event.status is Status.ACKNOWLEDGED,
-        at,
-        event.status is Status.ACCEPTED,
-        at,
-        message_id,
-    )
-    if changed != 1:
-        return False
-    yield from _insert_event(message_id, event)
-    return True
-
-
-def _insert_event(message_id: str, event: Event) -> Plan[None]:
-    yield execute(
-        "insert_event",
-        message_id,
-        message_id,  # once for the row, once for its next seq
+        "append_event",
         event.status.value,
         event.timestamp,
-        event.event,
-        event.code,
-        event.description,
-        event.linked_message_id,
+        event.status is Status.ACKNOWLEDGED,
+        event.status is Status.ACCEPTED,
+        message_id,
+        *_event_values(event),
     )
+    return int(changed) == 1
+
+
+def _event_values(event: Event) -> tuple[str, str, str, str]:
+    """An event's own columns after its status and time (event, code, description, linked message)."""
+    return event.event, event.code, event.description, event.linked_message_id
 
 
 def find_by_local_id(times: Times, sender: str, local_id: str, limit: int) -> Plan[list[Message]]:
@@ -410,6 +424,20 @@ def delete_mailbox_messages(mailbox_id: str | None, now: datetime) -> Plan[int]:
 def take_orphan_blobs(limit: int) -> Plan[list[str]]:
     taken = yield rows("take_orphans", limit)
     return [r[0] for r in taken]
+
+
+# Housekeeping leases -----------------------------------------------------------------------------------------
+
+
+def claim_lease(name: str, holder: str, until: datetime, now: datetime) -> Plan[bool]:
+    """One statement, so the claim is atomic on both stores: PostgreSQL's upsert locks the row (a racing claimer
+    waits, then finds the winner's unexpired lease), SQLite's single writer serialises the claims."""
+    changed: int = yield execute("claim_lease", name, holder, until, now)
+    return changed == 1
+
+
+def release_lease(name: str, holder: str) -> Plan[bool]:
+    return int((yield execute("release_lease", name, holder))) == 1
 
 
 # Idempotency keys --------------------------------------------------------------------------------------------

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-from aiohttp import web
 
 from broker import app as app_module
+from broker import transfer
 from broker.app import create_app
 from broker.budget import MemoryBudget
 from broker.devsupport.gzip_bomb import MiB, gzip_bomb
@@ -53,15 +53,16 @@ async def test_gzip_bomb_is_decoded_within_the_budget(
     assert len(bomb) < decoded_mib * MiB // 1000
     message_id = await Mesh(client, "X26ABC1").send_ok(MB2, bomb, extra={"Content-Encoding": "gzip"})
 
-    # Every piece the download writes must lie within what is reserved at that moment.
+    # Every piece the download hands its connection must lie within what is reserved at that moment (the wait for
+    # the client to take it holds nothing).
     writes: list[tuple[int, int]] = []
-    plain_write = web.StreamResponse.write
+    plain_put = transfer._Outlet.put
 
-    async def watched_write(response: web.StreamResponse, data: bytes | bytearray | memoryview) -> None:
+    async def watched_put(outlet: transfer._Outlet, data: bytes) -> None:
         writes.append((len(data), budget.in_use))
-        await plain_write(response, data)
+        await plain_put(outlet, data)
 
-    monkeypatch.setattr(web.StreamResponse, "write", watched_write)
+    monkeypatch.setattr(transfer._Outlet, "put", watched_put)
     budget.peak = 0
     response = await download(Mesh(client, MB2), message_id, headers={"Accept-Encoding": "identity"})
     assert response.status == 200

@@ -127,6 +127,14 @@ async def test_an_upload_that_stops_sending_is_408_and_lets_go(client: TestClien
     assert "0.5 seconds" in detail["msg"]
     assert app[BUDGET].available == app[BUDGET].total
     assert app[METRICS].transfers_cut.labels("upload", "idle")._value.get() == 1
+    # Counted with the clients that went away, out of the latency KPIs (grafana/): the wait was the client's.
+    counted = {
+        sample.labels["status_class"]: sample.value
+        for metric in app[METRICS].request_duration.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_count") and sample.labels["route"].endswith("/outbox")
+    }
+    assert counted == {"client_closed": 1.0}
 
 
 async def test_a_second_transfer_of_a_mailbox_past_its_limit_is_429(client: TestClient, app: web.Application) -> None:

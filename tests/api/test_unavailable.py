@@ -3,20 +3,22 @@ bytes could not be stored is not there. (tests/faults plays the real outages aga
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterable, AsyncIterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from broker.app import create_app
+from broker.backends import metadata_store
 from broker.blobs.filesystem import FilesystemBlobStore
 from broker.blobs.protocol import BlobError, BlobNotFound, BlobStoreFull, StoredBlob
 from broker.errors import RETRY_AFTER_SECONDS
 from broker.keys import MESSAGING
 from broker.settings import Settings
-from broker.store.protocol import StoreError
+from broker.store.protocol import StoreError, StoreUnavailable
 from tests.api.conftest import AiohttpClient
 from tests.api.helpers import MB1, MB2, body_of, inbox_ids, v1_error, v2_error
 from tests.support import V1, V2, Mesh
@@ -79,12 +81,28 @@ async def client(aiohttp_client: AiohttpClient, app: web.Application) -> TestCli
     return await aiohttp_client(app)
 
 
+class FailingStore:
+    """The configured store, whose list_inbox raises `failure` while it is set."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.failure: StoreError | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def list_inbox(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failure is not None:
+            raise self.failure
+        return await self.inner.list_inbox(*args, **kwargs)
+
+
 @pytest.mark.parametrize("accept", [V1, V2])
 async def test_a_store_failure_is_503_with_retry_after(
     client: TestClient, app: web.Application, monkeypatch: pytest.MonkeyPatch, accept: str
 ) -> None:
     async def down(*_args: object, **_kwargs: object) -> None:
-        raise StoreError("postgresql error: connection refused")
+        raise StoreUnavailable("postgresql unavailable: connection refused")
 
     monkeypatch.setattr(app[MESSAGING], "inbox", down)
     mesh = Mesh(client, MB2, accept=accept)
@@ -134,3 +152,38 @@ async def test_a_blob_missing_under_its_row_is_still_an_internal_error(
     response = await client.get(f"{mesh.base}/inbox", headers=mesh.headers())
     assert response.status == 500
     assert "Retry-After" not in response.headers
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        StoreError('postgresql error: column "recipent" does not exist'),
+        StoreError("sqlite integrity error: NOT NULL constraint failed: messages.workflow_id"),
+    ],
+)
+async def test_a_store_error_that_is_no_outage_is_a_500_with_its_traceback_logged(
+    aiohttp_client: AiohttpClient,
+    settings: Settings,
+    blobs: FailingBlobs,
+    caplog: pytest.LogCaptureFixture,
+    failure: StoreError,
+) -> None:
+    """A wrong statement or an unexpected constraint is a bug: telling the client to retry would hide it."""
+    store = FailingStore(metadata_store(settings))
+    client = await aiohttp_client(create_app(settings, store=store, blobs=blobs))
+    mesh = Mesh(client, MB2)
+    assert (await client.get(f"{mesh.base}/inbox", headers=mesh.headers())).status == 200
+
+    store.failure = failure
+    with caplog.at_level(logging.ERROR, logger="broker.http"):
+        response = await client.get(f"{mesh.base}/inbox", headers=mesh.headers())
+    assert response.status == 500
+    assert "Retry-After" not in response.headers
+    body = await body_of(response)
+    assert body["message"].startswith("An internal error occurred")
+    assert body["internal_id"]
+    [logged] = [r for r in caplog.records if getattr(r, "action", None) == "request_failed"]
+    assert logged.exc_info is not None and logged.exc_info[1] is failure
+
+    store.failure = StoreUnavailable("sqlite unavailable: database is locked")
+    assert (await client.get(f"{mesh.base}/inbox", headers=mesh.headers())).status == 503

@@ -1,10 +1,13 @@
 """S3 behind a fault proxy (broker/devsupport/fault_proxy.py) between the broker and moto: a flaky S3 is retried
 out of sight, one that stays down is a 503 with Retry-After once the retries are spent, and a message whose bytes
-could not be stored is never visible."""
+could not be stored is never visible. A download whose S3 stream breaks midway is resumed where it broke, and
+only cut (the broker's failure, not the client's) once the retries are spent."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import random
 import uuid
 from collections.abc import Iterator
 
@@ -27,6 +30,8 @@ READ_TIMEOUT = 0.3
 #: Past MESH_INLINE_CHUNK_BYTES: these bodies go to S3.
 LARGE = b"S3 " * 40_000
 SMALL = b"kept in its row, never in S3"
+#: One chunk of several MB, without a period (a byte sent twice and one skipped would not cancel out).
+MULTI_MB = random.Random(14).randbytes(4 * 1024 * 1024)
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +146,45 @@ def test_latency_under_the_timeout_is_only_slower(proxy: FaultProxy, alice: Call
     sent = alice.send(BOB, LARGE, local_id="slow")
     assert sent.status_code == 202, sent.text
     assert bob.download(sent.json()["message_id"]) == (200, LARGE)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_a_download_reset_midway_by_s3_resumes_and_delivers_every_byte(
+    broker: BrokerProcess, proxy: FaultProxy, alice: Caller, bob: Caller
+) -> None:
+    message_id = alice.send(BOB, MULTI_MB, local_id="cut-once").json()["message_id"]
+    log = broker.output()
+    cuts, resumed, aborted = proxy.counts.cuts, log.count('"action":"blob_read_resumed"'), log.count("download_aborted")
+
+    proxy.cut_after(len(MULTI_MB) // 3)
+    status, body = bob.download(message_id)
+    assert status == 200
+    assert (len(body), _sha256(body)) == (len(MULTI_MB), _sha256(MULTI_MB))
+    assert proxy.counts.cuts == cuts + 1, "the proxy did not cut the download"
+    log = broker.output()
+    assert log.count('"action":"blob_read_resumed"') == resumed + 1
+    assert log.count("download_aborted") == aborted
+
+
+def test_a_download_whose_s3_stays_down_after_the_cut_is_cut_as_the_brokers_failure(
+    broker: BrokerProcess, proxy: FaultProxy, alice: Caller, bob: Caller
+) -> None:
+    message_id = alice.send(BOB, MULTI_MB, local_id="cut-then-down").json()["message_id"]
+    log = broker.output()
+    aborted, closed = log.count('"action":"download_aborted"'), log.count('"action":"client_closed"')
+
+    # The resumed GetObject meets 503 SlowDown on every try botocore makes.
+    proxy.cut_after(len(MULTI_MB) // 3, then=Mode.HTTP_503)
+    assert _download_or_refusal(bob, message_id) is None, "a body cut short, never one that claims to be whole"
+    log = broker.output()
+    assert log.count('"action":"download_aborted"') == aborted + 1
+    last = log[log.rindex('"action":"download_aborted"') :].split("\n", 1)[0]
+    assert '"reason":"blob_store"' in last
+    assert log.count('"action":"client_closed"') == closed
+
+    proxy.switch(Mode.PASS)
+    status, body = bob.download(message_id)
+    assert (status, _sha256(body)) == (200, _sha256(MULTI_MB))

@@ -154,15 +154,16 @@ def test_agents_killed_at_random_points_deliver_every_file_exactly_once(broker: 
     alice = Agent(broker, tmp_path / "alice", "X26ABC3", chunk_size=3000).start()
     bob = Agent(broker, tmp_path / "bob", "X26ABC2").start()
     out, bob_in = alice.folder("X26ABC3", "OUT"), bob.folder("X26ABC2", "IN")
-    payloads = {f"file-{n:03d}": rng.randbytes(rng.choice([50, 2000, 9000])) for n in range(40)}
+    payloads = {f"file-{n:03d}": rng.randbytes(rng.choice([50, 2000, 9000])) for n in range(96)}
     try:
         for number, (stem, data) in enumerate(payloads.items()):
             drop(out, stem, data, To_DTS="X26ABC2", LocalId=stem, AllowChunking="Y")
             if number % 8 == 7:  # kill each agent at a random moment of its sending or receiving
-                time.sleep(rng.uniform(0.0, 0.4))
+                # Soon after a burst of 8, while batches of them are between steps (the agents are quick).
+                time.sleep(rng.uniform(0.05, 0.6))
                 victim = alice if number % 16 == 7 else bob
                 victim.kill()
-                time.sleep(rng.uniform(0.0, 0.2))
+                time.sleep(rng.uniform(0.0, 0.1))
                 victim.start()
         wait_for(lambda: len(files(bob_in, ".ctl")) >= len(payloads), "every file in IN", timeout=60)
         wait_for(lambda: len(files(alice.folder("X26ABC3", "SENT"), ".ctl")) == len(payloads), "every file in SENT")

@@ -30,6 +30,8 @@ BUILD_LOCK = DEPLOY / "build-requirements.lock"
 IMAGE_EXTRAS = ("postgres", "s3")
 COMPILERS = re.compile(r"\b(gcc|g\+\+|clang|build-essential|make|cc|python3?-dev|libpq-dev)\b")
 PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([^\s\\]+)")
+#: How pip-compile names the project itself in a pin's `# via` lines.
+PROJECT = "mesh-broker (pyproject.toml)"
 
 
 def instructions(text: str) -> list[tuple[str, str]]:
@@ -116,16 +118,38 @@ def pins(lock: Path) -> dict[str, tuple[str, int]]:
     return found
 
 
+def vias(lock: Path) -> dict[str, set[str]]:
+    """name -> what pip-compile says each pin is there for (its `# via` lines): other pins, or PROJECT."""
+    found: dict[str, set[str]] = {}
+    current = ""
+    for line in lock.read_text().splitlines():
+        match = PIN.match(line)
+        if match:
+            current = canonicalize_name(match.group(1))
+            found[current] = set()
+            continue
+        via = re.match(r"^\s+#\s+(?:via\s+)?(\S.*)$", line)
+        if via and current and via.group(1).strip() != "via":
+            parent = via.group(1).strip()
+            found[current].add(parent if parent == PROJECT else canonicalize_name(parent))
+    return found
+
+
 def project() -> dict[str, object]:
     data: dict[str, object] = tomllib.loads((ROOT / "pyproject.toml").read_text())
     return data
 
 
-def test_the_lock_pins_every_runtime_dependency_with_hashes() -> None:
+def runtime_requirements() -> list[Requirement]:
+    """What the image installs: the project's dependencies and those of its production extras."""
     meta = project()["project"]
     assert isinstance(meta, dict)
     wanted = [Requirement(r) for r in meta["dependencies"]]
-    wanted += [Requirement(r) for extra in IMAGE_EXTRAS for r in meta["optional-dependencies"][extra]]
+    return wanted + [Requirement(r) for extra in IMAGE_EXTRAS for r in meta["optional-dependencies"][extra]]
+
+
+def test_the_lock_pins_every_runtime_dependency_with_hashes() -> None:
+    wanted = runtime_requirements()
     locked = pins(RUNTIME_LOCK)
     assert locked, "no pins in deploy/requirements.lock"
     problems = []
@@ -137,6 +161,25 @@ def test_the_lock_pins_every_runtime_dependency_with_hashes() -> None:
             problems.append(f"{requirement} but the lock pins {locked[name][0]}")
     assert not problems, "; ".join(problems) + " (run `make lock`)"
     assert all(hashes for _, hashes in locked.values()), "every pin needs its hashes (pip --require-hashes)"
+
+
+def test_the_lock_holds_what_the_runtime_needs_and_nothing_else() -> None:
+    # A dependency dropped from pyproject.toml (or an extra the image no longer installs) leaves its pins behind
+    # unless `make lock` runs again: each pin must be there for the project or for another pin that is.
+    parents = vias(RUNTIME_LOCK)
+    direct = {name for name, via in parents.items() if PROJECT in via}
+    wanted = {canonicalize_name(r.name) for r in runtime_requirements()}
+    assert direct == wanted, (
+        f"pinned for the project but not its dependency: {sorted(direct - wanted)} (run `make lock`)"
+    )
+    reachable = set(direct)
+    while grown := {name for name, via in parents.items() if name not in reachable and via & reachable}:
+        reachable |= grown
+    assert reachable == set(parents), f"pinned for nothing the image installs: {sorted(set(parents) - reachable)}"
+    # Made by `make lock`, with the image's extras.
+    header = RUNTIME_LOCK.read_text().split("\n#\n", 2)[1]
+    for option in ("--generate-hashes", "--strip-extras", *(f"--extra={extra}" for extra in IMAGE_EXTRAS)):
+        assert option in header, f"deploy/requirements.lock was not made with {option}: run `make lock`"
 
 
 def test_the_build_lock_pins_the_build_backend() -> None:

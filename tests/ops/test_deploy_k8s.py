@@ -15,6 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from broker.devsupport import alert_rules
 from tests.ops.deploy_assets import DEPLOY, ROOT, run, tool
 
 OVERLAYS = ("small", "production")
@@ -164,8 +165,25 @@ def test_prometheus_rule_is_the_alert_rules(manifests: list[dict[str, Any]]) -> 
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
     alerts = yaml.safe_load((ROOT / "grafana" / "alerts" / "mesh-rules.yaml").read_text())
     assert rule["spec"]["groups"] == alerts["groups"], (
-        "deploy/k8s/base/prometheusrule.yaml differs from grafana/alerts/mesh-rules.yaml: copy the groups again"
+        "deploy/k8s/base/prometheusrule.yaml differs from grafana/alerts/mesh-rules.yaml: run `make k8s-rules`"
     )
+    # What an operator reads in the cluster is what the runbook's alerts say, comments and wording included.
+    assert alert_rules.PROMETHEUS_RULE.read_text() == alert_rules.render(alert_rules.RULES.read_text()), (
+        "deploy/k8s/base/prometheusrule.yaml is stale: run `make k8s-rules`"
+    )
+
+
+def test_the_rule_copy_keeps_each_alerts_name_and_expression() -> None:
+    rules = (
+        "# a comment\ngroups:\n  - name: g\n    rules:\n"
+        "      - alert: A\n        expr: |\n          up\n\n          == 0\n"
+    )
+    rendered = yaml.safe_load(alert_rules.render(rules))
+    assert rendered["kind"] == "PrometheusRule"
+    assert rendered["spec"]["groups"] == yaml.safe_load(rules)["groups"]
+    assert rendered["spec"]["groups"][0]["rules"][0]["expr"] == "up\n\n== 0\n", "a blank line in a block scalar"
+    with pytest.raises(ValueError, match="groups"):
+        alert_rules.render("rules: []\n")
 
 
 def test_secrets_env_is_never_committed() -> None:

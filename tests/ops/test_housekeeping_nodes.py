@@ -2,7 +2,8 @@
 housekeeping at the same moment, and every piece of work is done once. Expiry (undeliverable plus one
 non-delivery report), abandoned uploads, the retention purge and the deletion of released blobs are claimed row
 by row (FOR UPDATE SKIP LOCKED in broker/store/sql/postgres.sql), so no advisory lock is needed: the counts below
-add up across the nodes to exactly the work there was."""
+add up across the nodes to exactly the work there was. The leftover-blob sweep, which lists the whole bucket and so
+cannot be claimed row by row, runs only on the node holding its lease (tests/api/test_housekeeping_lease.py)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def housekeeping(app: web.Application, clock: ManualClock, deletes: Counter[str]
         retention=settings.retention,
         upload_timeout=settings.upload_timeout,
         # The blob store dates objects by the wall clock, which the moved clock leaves behind: the leftover sweep
-        # is kept out of this test (it lists the bucket on every node; deleting a leftover twice is harmless).
+        # is kept out of this test. It is one node's by a lease, not by row claims: tests/api/test_housekeeping_lease.py
         orphan_grace=timedelta(days=365),
         clock=clock,
         batch=BATCH,

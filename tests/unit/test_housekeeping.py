@@ -1,4 +1,5 @@
-"""broker/services/housekeeping.py: a failing pass is counted and logged, and the loop carries on."""
+"""broker/services/housekeeping.py: a failing pass is counted and logged, and the loop carries on; a leftover sweep
+ends where its lease was lost."""
 
 from __future__ import annotations
 
@@ -46,6 +47,12 @@ class IdleStore:
 
     async def known_blob_keys(self, keys: list[str]) -> set[str]:
         return set()
+
+    async def claim_lease(self, name: str, holder: str, until: datetime, now: datetime) -> bool:
+        return True  # the only node: it always holds the sweep's lease
+
+    async def release_lease(self, name: str, holder: str) -> bool:
+        return True
 
 
 class FailingScan:
@@ -106,3 +113,50 @@ async def test_a_blob_failure_fails_the_pass_not_the_caller_silently() -> None:
         await housekeeping(IdleStore(failures=0), FailingScan(), metrics).run_once()
     assert runs(metrics, "failure") == 1
     assert metrics.registry.get_sample_value("mesh_housekeeping_last_success_timestamp_seconds") == 0
+
+
+class LeaseLostAfter(IdleStore):
+    """A store whose sweep lease this node holds for `claims` claims, and then finds taken over by another node."""
+
+    def __init__(self, claims: int) -> None:
+        super().__init__(failures=0)
+        self.claims = claims
+
+    async def claim_lease(self, name: str, holder: str, until: datetime, now: datetime) -> bool:
+        self.claims -= 1
+        return self.claims >= 0
+
+
+class Pages:
+    """A blob store of old leftovers listed in pages; records what it is asked to delete."""
+
+    def __init__(self) -> None:
+        old = datetime(2025, 1, 1, tzinfo=UTC)
+        self.pages = [
+            [StoredBlob("a/1", old), StoredBlob("a/2", old)],
+            [StoredBlob("b/1", old)],
+            [StoredBlob("c/1", old)],
+        ]
+        self.deleted: list[str] = []
+
+    async def scan(self, *, page_size: int = 1000) -> AsyncIterator[list[StoredBlob]]:
+        for page in self.pages:
+            yield page
+
+    async def delete(self, key: str) -> None:
+        self.deleted.append(key)
+
+
+async def test_a_sweep_stops_at_the_page_where_its_lease_was_lost_and_is_not_taken_for_done() -> None:
+    # The claim before the sweep and the renewal after page one hold; the renewal after page two does not.
+    metrics, blobs, store = Metrics(), Pages(), LeaseLostAfter(claims=2)
+    node = housekeeping(store, blobs, metrics)
+    assert await node.sweep_leftovers() == 3
+    assert blobs.deleted == ["a/1", "a/2", "b/1"], "nothing listed after the lease was lost is deleted"
+    swept = metrics.registry.get_sample_value("mesh_orphan_blobs_deleted_total", {"reason": "leftover"})
+    assert swept == 3
+    # Not holding the lease: no sweep at all. Holding it again (the other node let it go): the interrupted sweep
+    # is still due, though the grace period has not passed since it started.
+    assert await node.sweep_leftovers() == 0
+    store.claims = 10
+    assert await node.sweep_leftovers() == 4

@@ -108,9 +108,36 @@ def test_every_sqlite_statement_compiles(tmp_path: Path) -> None:
         conn.execute(statement)
     built = [paging.inbox_page(c, f) for c in (False, True) for f in (None, *_filter_shapes())]
     built += [paging.rich_page(box, c) for box in Box for c in (False, True)]
-    for sql in [*queries.load("sqlite").values(), *built]:
-        conn.execute(f"EXPLAIN {sql}", (None,) * sql.count("?"))  # raises if the statement does not fit the schema
+    for block in [*queries.load("sqlite").values(), *built]:
+        for sql in queries.statements(block):
+            # raises if the statement does not fit the schema
+            conn.execute(f"EXPLAIN {sql}", (None,) * queries.parameter_count(sql))
     conn.close()
+
+
+def test_numbered_placeholders_keep_their_numbers_and_may_repeat() -> None:
+    sql = "UPDATE t SET a = ?2, b = ?1 WHERE c = ?2 AND d = '?3'"
+    assert queries.placeholders(sql, "postgres") == "UPDATE t SET a = $2, b = $1 WHERE c = $2 AND d = '?3'"
+    assert queries.placeholders(sql, "sqlite") == sql
+    assert queries.parameter_count(sql) == 2
+    assert queries.parameter_count("SELECT ? WHERE a = ? AND b = '?'") == 2
+    with pytest.raises(ValueError, match="mixes"):
+        queries.placeholders("SELECT ?1 WHERE a = ?", "postgres")
+
+
+def test_a_block_splits_into_its_statements_outside_literals() -> None:
+    assert queries.statements("UPDATE t SET a = ';' WHERE b = ?1; INSERT INTO u VALUES (?2)") == [
+        "UPDATE t SET a = ';' WHERE b = ?1",
+        "INSERT INTO u VALUES (?2)",
+    ]
+    assert queries.statements("SELECT 1") == ["SELECT 1"]
+
+
+def test_only_sqlite_blocks_hold_several_statements() -> None:
+    """PostgreSQL's are sent whole as one statement (one round trip); SQLite's several run in order."""
+    assert all(len(queries.statements(sql)) == 1 for sql in queries.load("postgres").values())
+    several = {name for name, sql in queries.load("sqlite").items() if len(queries.statements(sql)) > 1}
+    assert several == {"create_message", "add_chunk", "acknowledge", "append_event"}
 
 
 def _filter_shapes() -> list[tuple[FilterOp, bool]]:

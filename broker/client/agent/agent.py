@@ -7,15 +7,23 @@ acknowledged only after both are durable; a REPORT arrives as a lone `.ctl`. OUT
 watchfiles, with a rescan as fallback) and the inbox long-polled where the server offers it (our extension),
 else polled every PollPeriod minutes.
 
-Crash safety: every transfer has a record in the mailbox's journal (TEMP/.journal) written before each step that
-could not be repeated blindly, so an agent killed at any point and started again finishes what it had taken:
+Crash safety: every transfer has a record in the mailbox's journal (TEMP/.journal, journal.py) made durable before
+each step that could not be repeated blindly, so an agent killed at any point and started again finishes what it
+had taken:
 
 - send: "taken" (recorded, with a fresh Idempotency-Key, before the pair leaves OUT for TEMP) -> "sent" (with the
-  message ID) -> moved to SENT, record removed. A send cut short is made again with the same key, so the server
-  answers the message it already has (our broker: exactly once); a chunked one resumes at its next chunk.
-- receive: downloaded into TEMP (resumable by chunk) -> "filing" -> renamed into IN -> acknowledged -> record
-  removed. Once "filing" is recorded the message is never downloaded again, so a file a consumer has already
-  taken from IN is not put back.
+  message ID) or "failed" (with the refusal) -> filed into SENT or FAILED -> the control file leaves TEMP ->
+  record removed. A send cut short is made again with the same key, so the server answers the message it already
+  has (our broker: exactly once); a chunked one resumes at its next chunk. A "sent" or "failed" record whose
+  control file is no longer in TEMP was filed already.
+- receive: downloaded into TEMP (resumable by chunk when chunked), control file beside it, both fsynced ->
+  "filing" -> renamed into IN -> acknowledged -> record removed. Once "filing" is recorded the message is never
+  downloaded again, so a file a consumer has already taken from IN is not put back.
+
+Throughput: many files are in flight at once (`parallel` sends and as many downloads per mailbox), and the fsyncs
+that order these steps are shared between them (group commit, groupcommit.py): one fsync of the journal log
+covers every record saved while the previous one ran, one fsync of a folder every rename made into it meanwhile.
+Nothing blocking runs on the event loop.
 """
 
 from __future__ import annotations
@@ -27,17 +35,20 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from broker.client import client as mesh
 from broker.client.agent import control as ctl
 from broker.client.agent.config import AgentConfig, MailboxConfig
+from broker.client.agent.groupcommit import Batch
+from broker.client.agent.journal import Journal
 from broker.client.journal import fsync_dir, write_atomically
 
 FOLDERS = ("OUT", "IN", "SENT", "FAILED", "TEMP")
@@ -50,6 +61,10 @@ MIN_POLL_SECONDS = 60.0
 BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 #: How often OUT is listed when nothing was heard (watchfiles wakes the agent sooner).
 RESCAN_SECONDS = 2.0
+#: Threads for the per-file fsyncs of one batch.
+IO_THREADS = 8
+#: How long the scan rests when more pairs are queued than can be sent at once.
+BUSY_RESCAN_SECONDS = 0.5
 #: MESH refusals that are about the file, not about the moment: the pair goes to FAILED.
 TRANSIENT_STATUSES = frozenset({0, 403, 408, 425, 429})
 
@@ -68,37 +83,30 @@ class AgentMetrics:
         self.queue = Gauge("mesh_agent_queue_depth", "Pairs in OUT or being sent.", ("mailbox",), registry=r)
         self.oldest = Gauge(
             "mesh_agent_oldest_waiting_seconds",
-            "Age of the oldest control file waiting in OUT.",
+            "Age of the oldest control file waiting in OUT or being sent.",
             ("mailbox",),
             registry=r,
         )
 
 
-class Journal:
-    """One JSON record per transfer in TEMP/.journal, each replaced atomically."""
+@dataclass(frozen=True)
+class Pending:
+    """A pair found in OUT: its stem, its control file's bytes and mtime, whether its data file was beside it."""
 
-    def __init__(self, directory: Path):
-        self.directory = directory
+    stem: str
+    control: bytes
+    mtime: float
+    has_data: bool
 
-    def path(self, name: str) -> Path:
-        return self.directory / f"{name}.json"
 
-    def save(self, name: str, record: dict[str, Any]) -> None:
-        write_atomically(self.path(name), orjson.dumps(record))
+@dataclass(frozen=True)
+class Filing:
+    """A sent or refused pair on its way from TEMP into SENT or FAILED."""
 
-    def get(self, name: str) -> dict[str, Any] | None:
-        try:
-            found: dict[str, Any] = orjson.loads(self.path(name).read_bytes())
-            return found
-        except (OSError, orjson.JSONDecodeError):
-            return None
-
-    def remove(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path(name).unlink()
-
-    def names(self, prefix: str) -> list[str]:
-        return sorted(p.stem for p in self.directory.glob(f"{prefix}*.json"))
+    name: str
+    stem: str
+    folder: Path
+    amend: Callable[[ctl.Control], ctl.Control]
 
 
 class MailboxAgent:
@@ -108,38 +116,66 @@ class MailboxAgent:
         self.metrics = metrics
         self.out, self.inbox, self.sent, self.failed, self.temp = (mailbox.folder(f) for f in FOLDERS)
         self.journal = Journal(self.temp / ".journal")
-        self._taken: set[str] = set()  # stems in OUT being handled
+        # Steps made for many files in one thread hop, each with one fsync per folder (groupcommit.py).
+        self._mover: Batch[tuple[str, str], bool] = Batch(self._move_batch)
+        self._filer: Batch[Filing, bool] = Batch(self._file_batch)
+        self._stager: Batch[tuple[str, mesh.ReceivedMessage], None] = Batch(self._stage_batch)
+        self._intake: Batch[tuple[str, str], None] = Batch(self._intake_batch)
+        # A batch's per-file fsyncs run side by side: the file system commits concurrent fsyncs together, where
+        # one after another each waits for a commit of its own.
+        self._io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="agent-io")
+        self._taken: dict[str, float] = {}  # stems in OUT being handled -> their control file's mtime
         self._receiving: set[str] = set()
+        # Messages received since the listing under way began (-> the listing's number): that listing may still
+        # show them, answered before their acknowledgement.
+        self._finished: dict[str, int] = {}
+        self._listings = 0
+        self._received = asyncio.Event()  # a receive has finished (a slot is free, the inbox has changed)
         self._wake = asyncio.Event()
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
-        self._recovering: set[asyncio.Task[None]] = set()
+        self._queue: asyncio.Queue[Pending] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def _log(self, action: str, message: str, level: int = logging.INFO, **extra: Any) -> None:
         log.log(level, message, extra={"action": action, "mailbox": self.mailbox.mailbox_id, **extra})
 
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     # Lifetime --------------------------------------------------------------------------------------------
     async def run(self) -> None:
-        for folder in (self.out, self.inbox, self.sent, self.failed, self.temp, self.journal.directory):
+        for folder in (self.out, self.inbox, self.sent, self.failed, self.temp):
             folder.mkdir(parents=True, exist_ok=True)
-        client = mesh.MeshClient(self.config.credentials(self.mailbox), chunk_size=self.config.chunk_size)
-        async with client:
-            await self._retrying("handshake", client.handshake)
-            self._log(
-                "agent_started", "agent started", extensions=sorted(client.extensions), root=str(self.mailbox.root)
-            )
-            await self._recover(client)
-            workers = [asyncio.create_task(self._send_worker(client)) for _ in range(self.config.parallel)]
-            loops = [
-                asyncio.create_task(self._scan_loop()),
-                asyncio.create_task(self._watch()),
-                asyncio.create_task(self._receive_loop(client)),
-            ]
-            try:
-                await asyncio.gather(*loops, *workers)
-            finally:
-                for task in (*loops, *workers):
-                    task.cancel()
-                await asyncio.gather(*loops, *workers, return_exceptions=True)
+        await asyncio.to_thread(self.journal.open)
+        client = mesh.MeshClient(
+            self.config.credentials(self.mailbox),
+            chunk_size=self.config.chunk_size,
+            # sends and receives run at once, up to `parallel` each
+            connections=2 * self.config.parallel + 1,
+        )
+        try:
+            async with client:
+                await self._retrying("handshake", client.handshake)
+                self._log(
+                    "agent_started", "agent started", extensions=sorted(client.extensions), root=str(self.mailbox.root)
+                )
+                await self._recover(client)
+                workers = [asyncio.create_task(self._send_worker(client)) for _ in range(self.config.parallel)]
+                loops = [
+                    asyncio.create_task(self._scan_loop()),
+                    asyncio.create_task(self._watch()),
+                    asyncio.create_task(self._receive_loop(client)),
+                ]
+                try:
+                    await asyncio.gather(*loops, *workers)
+                finally:
+                    for task in (*loops, *workers, *self._tasks):
+                        task.cancel()
+                    await asyncio.gather(*loops, *workers, *self._tasks, return_exceptions=True)
+        finally:
+            await self.journal.aclose()
+            self._io.shutdown(wait=False)
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
         attempt = 0
@@ -160,11 +196,9 @@ class MailboxAgent:
             record = self.journal.get(name)
             if record is None:
                 continue
-            self._taken.add(record["stem"])
+            self._taken[record["stem"]] = time.time()
             self._log("agent_recover", "finishing an interrupted send", stem=record["stem"], state=record["state"])
-            task = asyncio.get_running_loop().create_task(self._send_taken(client, name, record))
-            self._recovering.add(task)
-            task.add_done_callback(self._recovering.discard)
+            self._spawn(self._send_taken(client, name, record))
         for name in self.journal.names("recv-"):
             message_id = name.removeprefix("recv-")
             self._receiving.add(message_id)
@@ -172,26 +206,45 @@ class MailboxAgent:
             await self._receive(client, message_id)
 
     # Sending ---------------------------------------------------------------------------------------------
-    def _waiting_pairs(self) -> list[tuple[float, str]]:
+    def _new_pairs(self, taken: frozenset[str]) -> list[Pending]:
+        """Control files in OUT not yet taken, oldest first, read (only new ones are looked at: OUT may hold
+        thousands of pairs waiting their turn)."""
+        names: set[str] = set()
         found = []
         with os.scandir(self.out) as entries:
             for entry in entries:
-                if entry.name.endswith(".ctl") and entry.is_file():
-                    with contextlib.suppress(FileNotFoundError):
+                names.add(entry.name)
+                if not entry.name.endswith(".ctl") or entry.name[: -len(".ctl")] in taken:
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.is_file():
                         found.append((entry.stat().st_mtime, entry.name[: -len(".ctl")]))
-        return sorted(found)
+        found.sort()
+        pairs = []
+        for mtime, stem in found:
+            with contextlib.suppress(FileNotFoundError):  # taken away meanwhile
+                raw = (self.out / f"{stem}.ctl").read_bytes()
+                # A listing is not a snapshot: a .dat made before its .ctl may be missed while the .ctl is seen.
+                has_data = f"{stem}.dat" in names or (self.out / f"{stem}.dat").is_file()
+                pairs.append(Pending(stem, raw, mtime, has_data))
+        return pairs
 
     async def _scan_loop(self) -> None:
         while True:
             self._wake.clear()
-            waiting = await asyncio.to_thread(self._waiting_pairs)
-            for _mtime, stem in waiting:
-                if stem not in self._taken:
-                    self._taken.add(stem)
-                    self._queue.put_nowait(stem)
+            pairs = await asyncio.to_thread(self._new_pairs, frozenset(self._taken))
+            for pair in pairs:
+                if pair.stem not in self._taken:
+                    self._taken[pair.stem] = pair.mtime
+                    self._queue.put_nowait(pair)
             mailbox = self.mailbox.mailbox_id
             self.metrics.queue.labels(mailbox).set(len(self._taken))
-            self.metrics.oldest.labels(mailbox).set(time.time() - waiting[0][0] if waiting else 0.0)
+            oldest = min(self._taken.values(), default=None)
+            self.metrics.oldest.labels(mailbox).set(time.time() - oldest if oldest is not None else 0.0)
+            if self._queue.qsize() > self.config.parallel:
+                # Work in hand for a while: while thousands of files arrive, listing OUT on every inotify wake
+                # would cost more than sending them.
+                await asyncio.sleep(BUSY_RESCAN_SECONDS)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(RESCAN_SECONDS):
                     await self._wake.wait()
@@ -202,87 +255,138 @@ class MailboxAgent:
             from watchfiles import awatch
         except ImportError:  # the client extra is not installed: polling only
             return
-        async for _changes in awatch(self.out, debounce=200, step=10, recursive=False):
+        # watchfiles logs every batch of changes at INFO: thousands of lines when thousands of files are dropped.
+        logging.getLogger("watchfiles.main").setLevel(logging.WARNING)
+        async for _changes in awatch(self.out, debounce=200, step=50, recursive=False):
             self._wake.set()
 
     async def _send_worker(self, client: mesh.MeshClient) -> None:
         while True:
-            stem = await self._queue.get()
+            pair = await self._queue.get()
             try:
-                await self._take(client, stem)
+                await self._take(client, pair)
             except Exception:
-                self._log("agent_error", "sending failed unexpectedly", logging.ERROR, stem=stem, exc_info=True)
-                self._taken.discard(stem)
+                self._log("agent_error", "sending failed unexpectedly", logging.ERROR, stem=pair.stem, exc_info=True)
+                self._taken.pop(pair.stem, None)
 
-    async def _take(self, client: mesh.MeshClient, stem: str) -> None:
+    async def _take(self, client: mesh.MeshClient, pair: Pending) -> None:
         """Check a pair in OUT, record it as taken and move it to TEMP, then send it."""
-        ctl_path, dat_path = self.out / f"{stem}.ctl", self.out / f"{stem}.dat"
-        try:
-            raw = await asyncio.to_thread(ctl_path.read_bytes)
-            age = time.time() - ctl_path.stat().st_mtime
-        except FileNotFoundError:  # taken away meanwhile
-            self._taken.discard(stem)
-            return
-        problem: tuple[str, str] | None = None
-        try:
-            control = ctl.parse(raw)
-            ctl.check_outbound(control)
-            if not dat_path.is_file():
-                problem = ("02", f"the data file {stem}.dat is missing from OUT")
-        except ctl.ControlError as exc:
-            problem = ("01", str(exc))
+        stem = pair.stem
+        control, problem = _check(pair)
         if problem is not None:
+            # Read at the scan, perhaps long ago and while still being written: judge the file as it is now.
+            fresh = await asyncio.to_thread(self._read_pair, stem)
+            if fresh is None:  # taken away meanwhile
+                self._taken.pop(stem, None)
+                return
+            pair = fresh
+            control, problem = _check(pair)
+        if problem is not None:
+            age = time.time() - pair.mtime
             if age < self.config.processing_delay:  # perhaps still being written: look again once it has settled
-                self._taken.discard(stem)
+                self._taken.pop(stem, None)
                 asyncio.get_running_loop().call_later(self.config.processing_delay - age + 0.05, self._wake.set)
                 return
-            await asyncio.to_thread(self._fail_collect, stem, raw, *problem)
+            await asyncio.to_thread(self._fail_collect, stem, pair.control, *problem)
+            self._taken.pop(stem, None)
+            self.metrics.failed.labels(self.mailbox.mailbox_id).inc()
+            self._log(
+                "agent_failed", "control file refused; moved to FAILED", logging.WARNING, stem=stem, reason=problem[1]
+            )
             return
+        assert control is not None
         name = f"send-{uuid.uuid4().hex}"
         record = {"state": "taken", "stem": stem, "key": str(uuid.uuid4())}
-        await asyncio.to_thread(self._move_to_temp, name, record, stem)
-        await self._send_taken(client, name, record)
+        # Recorded first: from here on, a crash finds the pair in OUT or in TEMP.
+        await self.journal.save(name, record)
+        if not await self._mover.run((name, stem)):  # taken away meanwhile
+            self.journal.remove(name)
+            self._taken.pop(stem, None)
+            return
+        await self._send_taken(client, name, record, control)
 
-    def _move_to_temp(self, name: str, record: dict[str, Any], stem: str) -> None:
-        self.journal.save(name, record)  # first: from here on, a crash finds the pair in OUT or in TEMP
-        os.replace(self.out / f"{stem}.ctl", self.temp / f"{name}.ctl")
-        os.replace(self.out / f"{stem}.dat", self.temp / f"{name}.dat")
+    def _read_pair(self, stem: str) -> Pending | None:
+        try:
+            raw = (self.out / f"{stem}.ctl").read_bytes()
+            mtime = (self.out / f"{stem}.ctl").stat().st_mtime  # after the read: no older than what was read
+        except FileNotFoundError:
+            return None
+        return Pending(stem, raw, mtime, (self.out / f"{stem}.dat").is_file())
+
+    def _move_batch(self, pairs: list[tuple[str, str]]) -> list[bool]:
+        moved = [self._move_to_temp(name, stem) for name, stem in pairs]
         fsync_dir(self.temp)
         fsync_dir(self.out)
+        return moved
 
-    def _locate(self, name: str, stem: str, suffix: str) -> Path:
-        """Where a taken pair's file is: TEMP, or still OUT if the agent stopped between the two moves."""
-        in_temp = self.temp / f"{name}{suffix}"
-        return in_temp if in_temp.exists() else self.out / f"{stem}{suffix}"
+    def _move_to_temp(self, name: str, stem: str) -> bool:
+        """The pair from OUT into TEMP under its record's name; False if its control file is not there (taken
+        away meanwhile). Also finishes a move a crash cut short (recovery): what is in TEMP already stays."""
+        moved = False
+        for suffix in (".ctl", ".dat"):
+            target = self.temp / f"{name}{suffix}"
+            try:
+                os.replace(self.out / f"{stem}{suffix}", target)
+                moved = True
+            except FileNotFoundError:
+                moved = moved or target.exists()
+                if suffix == ".ctl" and not moved:
+                    return False
+        return moved
 
-    async def _send_taken(self, client: mesh.MeshClient, name: str, record: dict[str, Any]) -> None:
+    async def _send_taken(
+        self, client: mesh.MeshClient, name: str, record: dict[str, Any], control: ctl.Control | None = None
+    ) -> None:
         stem = record["stem"]
         try:
             if record["state"] == "taken":
-                control = ctl.parse(self._locate(name, stem, ".ctl").read_bytes())
-                message_id = await self._send(client, name, stem, record["key"], control)
-                if message_id is None:
-                    return
-                record = {**record, "state": "sent", "message_id": message_id}
-                await asyncio.to_thread(self.journal.save, name, record)
-            await asyncio.to_thread(self._file_sent, name, stem, record["message_id"])
-            self.metrics.sent.labels(self.mailbox.mailbox_id).inc()
-            self._log("agent_sent", "sent", stem=stem, message_id=record["message_id"])
+                if control is None:  # recovery: the pair may still be in OUT if its move was not yet durable
+                    await self._mover.run((name, stem))
+                    try:
+                        control = ctl.parse(await asyncio.to_thread((self.temp / f"{name}.ctl").read_bytes))
+                    except (FileNotFoundError, ctl.ControlError):  # nothing (readable) left to send
+                        self._log("agent_error", "a taken pair has gone", logging.ERROR, stem=stem)
+                        self.journal.remove(name)
+                        return
+                outcome = await self._send(client, name, stem, record["key"], control)
+                if isinstance(outcome, str):
+                    record = {**record, "state": "sent", "message_id": outcome}
+                else:
+                    record = {**record, "state": "failed", **outcome}
+                await self.journal.save(name, record)
+            if record["state"] == "sent":
+                if await self._file(name, stem, self.sent, self._sent_control(record["message_id"])):
+                    self.metrics.sent.labels(self.mailbox.mailbox_id).inc()
+                    self._log("agent_sent", "sent", stem=stem, message_id=record["message_id"])
+            elif await self._file(name, stem, self.failed, self._failed_control(record)):
+                self.metrics.failed.labels(self.mailbox.mailbox_id).inc()
+                self._log(
+                    "agent_failed",
+                    "sending refused; moved to FAILED",
+                    logging.WARNING,
+                    stem=stem,
+                    code=record["code"],
+                    reason=record["text"],
+                )
         finally:
-            self._taken.discard(stem)
+            self._taken.pop(stem, None)
 
-    async def _send(self, client: mesh.MeshClient, name: str, stem: str, key: str, control: ctl.Control) -> str | None:
-        """The message ID, or None when the server refused the file (moved to FAILED)."""
-        data = self._locate(name, stem, ".dat")
-        size = data.stat().st_size
+    async def _send(
+        self, client: mesh.MeshClient, name: str, stem: str, key: str, control: ctl.Control
+    ) -> str | dict[str, str]:
+        """The message ID, or why the server refused the file (event, code, text: it goes to FAILED)."""
+        data = self.temp / f"{name}.dat"
+        try:
+            size = (await asyncio.to_thread(data.stat)).st_size
+        except FileNotFoundError:
+            return {"event": "COLLECT", "code": "02", "text": f"the data file {stem}.dat went missing"}
         chunked = control.flag("AllowChunking") if control.get("AllowChunking") else True
         if not chunked and size > mesh.MAX_CHUNK_BYTES:
             reason = (
                 f"the data file is {size} bytes, over the {mesh.MAX_CHUNK_BYTES} one transfer may carry: "
                 "set AllowChunking Y"
             )
-            await asyncio.to_thread(self._fail_send, name, stem, control, "TRANSFER", "06", reason)
-            return None
+            return {"event": "TRANSFER", "code": "06", "text": reason}
         compress = control.flag("Compress") if control.get("Compress") else self.config.compress
         extra = {"mex-Content-Encrypted": "Y"} if control.flag("Encrypted") else {}
         if control.flag("IsCompressed"):
@@ -310,36 +414,48 @@ class MailboxAgent:
             message_id: str = await self._retrying(f"send of {stem}", attempt)
             return message_id
         except mesh.MeshError as exc:
-            await asyncio.to_thread(
-                self._fail_send, name, stem, control, exc.event or "SEND", exc.code or str(exc.status), exc.description
-            )
-            return None
+            return {"event": exc.event or "SEND", "code": exc.code or str(exc.status), "text": exc.description}
 
-    def _file_sent(self, name: str, stem: str, message_id: str) -> None:
-        control = ctl.parse(self._locate(name, stem, ".ctl").read_bytes())
+    @staticmethod
+    def _sent_control(message_id: str) -> Callable[[ctl.Control], ctl.Control]:
         record = ctl.StatusRecord("TRANSFER", "SUCCESS", "00", "Transferred to recipient mailbox")
-        write_atomically(self.sent / f"{stem}.ctl", control.with_fields(DTSId=message_id).with_record(record).to_xml())
-        self._finish(name, stem, self.sent)
+        return lambda control: control.with_fields(DTSId=message_id).with_record(record)
 
-    def _fail_send(self, name: str, stem: str, control: ctl.Control, event: str, code: str, text: str) -> None:
-        record = ctl.StatusRecord(event, "ERROR", code, text)
-        write_atomically(self.failed / f"{stem}.ctl", control.with_record(record).to_xml())
-        self._finish(name, stem, self.failed)
-        self.metrics.failed.labels(self.mailbox.mailbox_id).inc()
-        self._log(
-            "agent_failed", "sending refused; moved to FAILED", logging.WARNING, stem=stem, code=code, reason=text
-        )
+    @staticmethod
+    def _failed_control(record: dict[str, Any]) -> Callable[[ctl.Control], ctl.Control]:
+        status = ctl.StatusRecord(record["event"], "ERROR", record["code"], record["text"])
+        return lambda control: control.with_record(status)
 
-    def _finish(self, name: str, stem: str, folder: Path) -> None:
-        """The data file beside its new control file; TEMP's copies and the journal record go."""
-        data = self._locate(name, stem, ".dat")
+    async def _file(self, name: str, stem: str, folder: Path, amend: Callable[[ctl.Control], ctl.Control]) -> bool:
+        """A sent or refused pair into SENT or FAILED, its control file amended. False if it was filed before (a
+        record left behind by a crash)."""
+        filed = await self._filer.run(Filing(name, stem, folder, amend))
+        self.journal.remove(name)
+        return filed
+
+    def _file_batch(self, pairs: list[Filing]) -> list[bool]:
+        """The TEMP control files go only once the pairs are durable in their folders: their absence is what
+        says "filed" to recovery."""
+        filed = list(self._io.map(lambda p: self._file_pair(p.name, p.stem, p.folder, p.amend), pairs))
+        for folder in sorted({p.folder for p, done in zip(pairs, filed, strict=True) if done}):
+            fsync_dir(folder)
+        for pair, done in zip(pairs, filed, strict=True):
+            if done:
+                (self.temp / f"{pair.name}.ctl").unlink(missing_ok=True)
+                self.journal.path(f"upload-{pair.name}").unlink(missing_ok=True)
+        return filed
+
+    def _file_pair(self, name: str, stem: str, folder: Path, amend: Callable[[ctl.Control], ctl.Control]) -> bool:
+        source = self.temp / f"{name}.ctl"
+        try:
+            control = ctl.parse(source.read_bytes())
+        except FileNotFoundError:
+            return False
+        _write_durably(folder / f"{stem}.ctl", amend(control).to_xml())
+        data = self.temp / f"{name}.dat"
         if data.exists():
             os.replace(data, folder / f"{stem}.dat")
-        fsync_dir(folder)
-        with contextlib.suppress(FileNotFoundError):
-            self._locate(name, stem, ".ctl").unlink()
-        self.journal.remove(f"upload-{name}")
-        self.journal.remove(name)
+        return True
 
     def _fail_collect(self, stem: str, raw: bytes, code: str, text: str) -> None:
         """A pair that cannot be sent as it is: FAILED, with the original control file kept beside the report."""
@@ -355,9 +471,6 @@ class MailboxAgent:
         (self.out / f"{stem}.ctl").unlink(missing_ok=True)
         fsync_dir(self.failed)
         fsync_dir(self.out)
-        self._taken.discard(stem)
-        self.metrics.failed.labels(self.mailbox.mailbox_id).inc()
-        self._log("agent_failed", "control file refused; moved to FAILED", logging.WARNING, stem=stem, reason=text)
 
     # Receiving -------------------------------------------------------------------------------------------
     def poll_seconds(self) -> float:
@@ -366,9 +479,14 @@ class MailboxAgent:
         return max(self.config.poll_minutes * 60, floor)
 
     async def _receive_loop(self, client: mesh.MeshClient) -> None:
+        """List the inbox and hand each new message to one of `parallel` receive slots; list again as soon as a
+        page is handed out (messages still being received are left out of the next one)."""
         long_poll = mesh.INBOX_WAIT in client.extensions
+        slots = asyncio.Semaphore(self.config.parallel)
         attempt = 0
         while True:
+            self._listings += 1
+            listing = self._listings
             try:
                 page = await client.inbox(wait=self.config.wait_seconds if long_poll else None)
                 attempt = 0
@@ -378,14 +496,33 @@ class MailboxAgent:
                 attempt += 1
                 await asyncio.sleep(delay)
                 continue
-            fresh = [m for m in page.message_ids if m not in self._receiving]
+            fresh = [m for m in page.message_ids if m not in self._receiving and self._finished.get(m, 0) < listing]
+            self._finished = {m: n for m, n in self._finished.items() if n >= listing}
             self._receiving.update(fresh)
-            if fresh:
-                await mesh.gather_limited([self._receive(client, m) for m in fresh], self.config.parallel)
+            for message_id in fresh:
+                await slots.acquire()
+                self._spawn(self._receive_in_slot(client, message_id, slots))
             if not fresh and not long_poll:
                 await asyncio.sleep(self.poll_seconds())
             elif not fresh and page.message_ids:
-                await asyncio.sleep(1.0)  # only messages being received elsewhere: do not spin
+                # Only messages being received here or elsewhere: wait for one to finish (or a second), not spin.
+                self._received.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._received.wait()
+
+    async def _receive_in_slot(self, client: mesh.MeshClient, message_id: str, slots: asyncio.Semaphore) -> None:
+        try:
+            await self._receive(client, message_id)
+        except Exception:
+            self._log(
+                "agent_error", "receiving failed unexpectedly", logging.ERROR, message_id=message_id, exc_info=True
+            )
+            self._receiving.discard(message_id)
+        finally:
+            self._finished[message_id] = self._listings
+            slots.release()
+            self._received.set()
 
     async def _receive(self, client: mesh.MeshClient, message_id: str) -> None:
         name = f"recv-{message_id}"
@@ -393,10 +530,11 @@ class MailboxAgent:
             record = self.journal.get(name)
             if record is None or record.get("state") != "filing":
                 received = await client.download(
-                    message_id, self.temp / f"{name}.dat", journal=self.journal.path(f"download-{name}")
+                    message_id, self.temp / f"{name}.dat", journal=self.journal.path(f"download-{name}"), sync=False
                 )
-                await asyncio.to_thread(self._stage, name, received)
-            await asyncio.to_thread(self._file_received, name, message_id)
+                await self._stager.run((name, received))
+                await self.journal.save(name, {"state": "filing"})
+            await self._intake.run((name, message_id))
             await self._retrying(f"acknowledge of {message_id}", lambda: client.acknowledge(message_id))
             self.journal.remove(name)
             self.metrics.received.labels(self.mailbox.mailbox_id).inc()
@@ -409,8 +547,21 @@ class MailboxAgent:
         finally:
             self._receiving.discard(message_id)
 
+    def _stage_batch(self, messages: list[tuple[str, mesh.ReceivedMessage]]) -> list[None]:
+        """Downloaded messages made durable in TEMP, each with its control file, before "filing" is recorded."""
+        for _ in self._io.map(lambda message: self._stage(*message), messages):
+            pass
+        fsync_dir(self.temp)
+        return [None] * len(messages)
+
+    def _intake_batch(self, messages: list[tuple[str, str]]) -> list[None]:
+        for name, message_id in messages:
+            self._file_received(name, message_id)
+        fsync_dir(self.inbox)
+        return [None] * len(messages)
+
     def _stage(self, name: str, received: mesh.ReceivedMessage) -> None:
-        """The control file beside the downloaded data in TEMP, both durable; then record "filing"."""
+        """The control file beside the downloaded data in TEMP, both fsynced (the caller fsyncs TEMP)."""
         h = received.headers
         report = received.is_report
         fields = {
@@ -436,21 +587,46 @@ class MailboxAgent:
             h.get("statusdescription", "Transferred to recipient mailbox"),
         )
         control = ctl.Control({k: v for k, v in fields.items() if v}, [record])
-        write_atomically(self.temp / f"{name}.ctl", control.to_xml())
+        # Written in place: TEMP is ours, and until "filing" is recorded a crash means downloading again.
+        _write_durably(self.temp / f"{name}.ctl", control.to_xml(), atomically=False)
         data = self.temp / f"{name}.dat"
         if report:
             data.unlink(missing_ok=True)  # a report is its control file alone
-        self.journal.save(name, {"state": "filing"})
-        self.journal.remove(f"download-{name}")
+        else:
+            with data.open("rb") as written:  # the download left its fsync to us
+                os.fsync(written.fileno())
 
     def _file_received(self, name: str, message_id: str) -> None:
-        """Data first, then the control file (the consumer's trigger), then the folder's fsync."""
+        """Data first, then the control file (the consumer's trigger)."""
         data, control = self.temp / f"{name}.dat", self.temp / f"{name}.ctl"
-        if data.exists():
+        with contextlib.suppress(FileNotFoundError):
             os.replace(data, self.inbox / f"{message_id}.dat")
-        if control.exists():
+        with contextlib.suppress(FileNotFoundError):
             os.replace(control, self.inbox / f"{message_id}.ctl")
-        fsync_dir(self.inbox)
+
+
+def _check(pair: Pending) -> tuple[ctl.Control | None, tuple[str, str] | None]:
+    """A pair's control file parsed, or what is wrong with the pair (a COLLECT code and text)."""
+    try:
+        control = ctl.parse(pair.control)
+        ctl.check_outbound(control)
+    except ctl.ControlError as exc:
+        return None, ("01", str(exc))
+    if not pair.has_data:
+        return control, ("02", f"the data file {pair.stem}.dat is missing from OUT")
+    return control, None
+
+
+def _write_durably(path: Path, data: bytes, *, atomically: bool = True) -> None:
+    """A file whose bytes are on disk (its name becomes durable with its folder's fsync, made by the caller);
+    atomically: written beside and renamed, so a reader never sees half of it."""
+    target = path.with_name(f".{path.name}.tmp") if atomically else path
+    with target.open("wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    if atomically:
+        os.replace(target, path)
 
 
 async def serve_metrics(metrics: AgentMetrics, host: str, port: int) -> web.AppRunner:

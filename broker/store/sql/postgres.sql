@@ -2,10 +2,14 @@
 -- Lists of IDs arrive as text[]; rows are locked (FOR UPDATE) so nodes sharing the database serialise, and
 -- housekeeping's claims skip rows another node holds (SKIP LOCKED) rather than wait for them.
 -- A block starts with "-- name: <name>" and a line saying what it is for.
-
--- name: lock_message
--- A message's status and chunk count before a chunk is stored, its row locked against chunks at other nodes.
-SELECT status, total_chunks FROM messages WHERE message_id = ? FOR UPDATE;
+--
+-- The writes of a send, a chunk and an acknowledgement are each one statement here (data-modifying WITH
+-- clauses), sent without BEGIN and COMMIT: one round trip, and the statement is its own transaction. Their
+-- placeholders are numbered (?1, ?2, ...: the plan's parameters, some used twice), as in sqlite.sql's blocks of
+-- the same names, which do the same in a few statements. Every statement here reads the snapshot taken when it
+-- began, even after waiting for another writer's row lock, so none numbers an event or counts chunks from a read
+-- that could be stale: the event's seq comes from the message row's event_count, which an UPDATE re-reads
+-- after such a wait, and add_chunk checks that the row it locked is the row its snapshot saw.
 
 -- name: claim_accepted
 -- Lock those of the listed messages that are still accepted and no other node holds (non-delivery claims).
@@ -44,3 +48,93 @@ SELECT DISTINCT blob_key FROM message_chunks WHERE blob_key = ANY(?::text[]);
 DELETE FROM orphan_blobs WHERE blob_key IN (
     SELECT blob_key FROM orphan_blobs ORDER BY since LIMIT ? FOR UPDATE SKIP LOCKED
 ) RETURNING blob_key;
+
+-- Messages: the writes of a send, a chunk upload and an acknowledgement, one statement each -----------------------
+
+-- name: create_message
+-- A new message (a send, a report): its row, its first chunk and its events (numbered 1..n in the order given;
+-- ?20 = n), in one statement. The chunk and events are made from the message row's RETURNING, so the message's
+-- own insert runs first (a used message ID fails on messages_pkey); the foreign keys are checked at the end.
+WITH message AS (
+    INSERT INTO messages (
+        message_id, message_type, sender, sender_party, recipient, recipient_party, workflow_id, total_chunks,
+        content_encoding, meta, local_id, status, file_size, created_at, delivered_at, expires_at,
+        acknowledged_at, status_at, linked_message_id, event_count)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
+    RETURNING message_id
+), chunk AS (
+    INSERT INTO message_chunks (message_id, chunk_number, blob_key, size, sha256, data)
+    SELECT message_id, ?21, ?22, ?23, ?24, ?25 FROM message
+)
+INSERT INTO message_events (message_id, seq, status, at, event, code, description, linked_message_id)
+SELECT m.message_id, e.seq, e.status, e.at, e.event, e.code, e.description, e.linked_message_id
+FROM message m, unnest(?26::text[], ?27::timestamptz[], ?28::text[], ?29::text[], ?30::text[], ?31::text[])
+    WITH ORDINALITY AS e (status, at, event, code, description, linked_message_id, seq);
+
+-- name: add_chunk
+-- Store chunk ?2 of a message still in status ?7 (replacing one sent before, whose blob is queued as an orphan)
+-- and, when it was the last missing one, deliver the message (status ?8, its delivery event). Answers the status
+-- the locked row had, whether that row is the one this statement's snapshot saw (when not, another writer changed
+-- the message meanwhile, nothing was written and the plan runs the statement again), and whether it delivered;
+-- no row for an unknown message.
+WITH locked AS (
+    SELECT status, total_chunks, xmin = (SELECT xmin FROM messages WHERE message_id = ?1) AS fresh
+    FROM messages WHERE message_id = ?1 FOR UPDATE
+), open AS (
+    SELECT total_chunks FROM locked WHERE fresh AND status = ?7
+), previous AS (
+    SELECT blob_key FROM message_chunks WHERE message_id = ?1 AND chunk_number = ?2
+), others AS (
+    SELECT count(*) AS stored, coalesce(sum(size), 0) AS size
+    FROM message_chunks WHERE message_id = ?1 AND chunk_number <> ?2
+), decided AS (
+    SELECT o.stored + 1 >= p.total_chunks AS complete, o.size + ?4 AS size FROM open p, others o
+), orphan AS (
+    INSERT INTO orphan_blobs (blob_key, since)
+    SELECT previous.blob_key, ?9 FROM previous, open WHERE previous.blob_key NOT IN ('', ?3)
+    ON CONFLICT DO NOTHING
+), chunk AS (
+    INSERT INTO message_chunks (message_id, chunk_number, blob_key, size, sha256, data)
+    SELECT ?1, ?2, ?3, ?4, ?5, ?6 FROM open
+    ON CONFLICT (message_id, chunk_number) DO UPDATE SET
+        blob_key = excluded.blob_key, size = excluded.size, sha256 = excluded.sha256, data = excluded.data
+), progress AS (
+    UPDATE messages m SET
+        file_size = d.size,
+        status = CASE WHEN d.complete THEN ?8 ELSE m.status END,
+        delivered_at = CASE WHEN d.complete THEN ?9 ELSE m.delivered_at END,
+        expires_at = CASE WHEN d.complete THEN ?10 ELSE m.expires_at END,
+        status_at = CASE WHEN d.complete THEN ?9 ELSE m.status_at END,
+        event_count = m.event_count + CASE WHEN d.complete THEN 1 ELSE 0 END
+    FROM decided d WHERE m.message_id = ?1
+    RETURNING d.complete, m.event_count
+), delivery AS (
+    INSERT INTO message_events (message_id, seq, status, at, event, code, description, linked_message_id)
+    SELECT ?1, event_count, ?8, ?9, ?11, ?12, ?13, ?14 FROM progress WHERE complete
+)
+SELECT status, fresh, coalesce((SELECT complete FROM progress), false) FROM locked;
+
+-- name: acknowledge
+-- Move a message from status ?4 to ?1 and append that event, in one statement; of two nodes racing, the UPDATE's
+-- row lock lets one see it still in ?4 (the other changes nothing and appends nothing).
+WITH changed AS (
+    UPDATE messages SET status = ?1, acknowledged_at = ?2, status_at = ?2, event_count = event_count + 1
+    WHERE message_id = ?3 AND status = ?4
+    RETURNING event_count
+)
+INSERT INTO message_events (message_id, seq, status, at, event, code, description, linked_message_id)
+SELECT ?3, event_count, ?1, ?2, ?5, ?6, ?7, ?8 FROM changed;
+
+-- name: append_event
+-- Append an event and make its status the message's, with the time columns that status implies (?3: it is the
+-- acknowledgement, ?4: it is the delivery), in one statement; nothing for an unknown message.
+WITH changed AS (
+    UPDATE messages SET status = ?1, status_at = ?2,
+        acknowledged_at = CASE WHEN ?3 THEN ?2 ELSE acknowledged_at END,
+        delivered_at = CASE WHEN ?4 THEN coalesce(delivered_at, ?2) ELSE delivered_at END,
+        event_count = event_count + 1
+    WHERE message_id = ?5
+    RETURNING event_count
+)
+INSERT INTO message_events (message_id, seq, status, at, event, code, description, linked_message_id)
+SELECT ?5, event_count, ?1, ?2, ?6, ?7, ?8, ?9 FROM changed;

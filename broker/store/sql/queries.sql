@@ -96,23 +96,8 @@ INSERT INTO auth_tokens (token_key, expires_at) VALUES (?, ?) ON CONFLICT (token
 DELETE FROM auth_tokens WHERE expires_at < ?;
 
 -- Messages -----------------------------------------------------------------------------------------------------
-
--- name: insert_message
--- A new message row (a send, a report); its first chunk and events follow in the same transaction.
-INSERT INTO messages (
-    message_id, message_type, sender, sender_party, recipient, recipient_party, workflow_id, total_chunks,
-    content_encoding, meta, local_id, status, file_size, created_at, delivered_at, expires_at,
-    acknowledged_at, status_at, linked_message_id)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
-
--- name: insert_chunk
--- A message's first chunk, with its bytes when they are kept inline (blob_key '').
-INSERT INTO message_chunks (message_id, chunk_number, blob_key, size, sha256, data) VALUES (?, ?, ?, ?, ?, ?);
-
--- name: insert_event
--- The next event of a message (its seq one more than the last; the message row is locked or the writer single).
-INSERT INTO message_events (message_id, seq, status, at, event, code, description, linked_message_id)
-VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM message_events WHERE message_id = ?), ?, ?, ?, ?, ?, ?);
+-- (The writes of a send, a chunk and an acknowledgement are one statement each on PostgreSQL, a few on SQLite's
+-- single writer: create_message, add_chunk, acknowledge and append_event live in the dialect files.)
 
 -- name: get_message
 -- One message's row; the columns rows.message_from_row reads.
@@ -129,37 +114,6 @@ FROM message_events WHERE message_id = ? ORDER BY seq;
 -- name: get_chunk
 -- One stored chunk of a message (download; a re-sent chunk's replaced blob).
 SELECT blob_key, size, sha256, data FROM message_chunks WHERE message_id = ? AND chunk_number = ?;
-
--- name: upsert_chunk
--- Store chunk n of an uploading message, replacing one sent before.
-INSERT INTO message_chunks (message_id, chunk_number, blob_key, size, sha256, data) VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT (message_id, chunk_number) DO UPDATE SET
-    blob_key = excluded.blob_key, size = excluded.size, sha256 = excluded.sha256, data = excluded.data;
-
--- name: chunk_totals
--- How many chunks of a message are stored, and their bytes together.
-SELECT count(*), CAST(coalesce(sum(size), 0) AS BIGINT) FROM message_chunks WHERE message_id = ?;
-
--- name: set_file_size
--- Keep file_size equal to the stored chunks' bytes while a message uploads.
-UPDATE messages SET file_size = ? WHERE message_id = ?;
-
--- name: deliver
--- The last missing chunk arrived: the message enters the recipient's inbox.
-UPDATE messages SET status = ?, delivered_at = ?, expires_at = ?, file_size = ?, status_at = ?
-WHERE message_id = ? AND status = ?;
-
--- name: acknowledge
--- Move a message from one status to another when it still has the first (of two nodes racing, one wins).
-UPDATE messages SET status = ?, acknowledged_at = ?, status_at = ?
-WHERE message_id = ? AND status = ?;
-
--- name: set_status
--- Make an event's status the message's, with the time columns that status implies.
-UPDATE messages SET status = ?, status_at = ?,
-    acknowledged_at = CASE WHEN ? THEN ? ELSE acknowledged_at END,
-    delivered_at = CASE WHEN ? THEN coalesce(delivered_at, ?) ELSE delivered_at END
-WHERE message_id = ?;
 
 -- name: find_by_local_id
 -- A sender's messages carrying one local ID, newest first (tracking by local ID).
@@ -199,10 +153,6 @@ FROM messages m JOIN mailboxes b ON b.mailbox_id = m.recipient
 WHERE NOT b.active AND m.status = 'accepted' AND m.expires_at > ?
 ORDER BY m.delivered_at LIMIT ?;
 
--- name: queue_orphan
--- Queue one blob no row will point at any more (deleted after commit by housekeeping).
-INSERT INTO orphan_blobs (blob_key, since) VALUES (?, ?) ON CONFLICT DO NOTHING;
-
 -- name: queue_mailbox_orphans
 -- Queue the blobs of every message to or from one mailbox (sandbox reset of a mailbox).
 INSERT INTO orphan_blobs (blob_key, since)
@@ -222,6 +172,19 @@ ON CONFLICT DO NOTHING;
 -- name: delete_all_messages
 -- Delete every message (sandbox reset of the whole store).
 DELETE FROM messages;
+
+-- Housekeeping leases (one node of many does the work a lease names) -------------------------------------------
+
+-- name: claim_lease
+-- Take or renew a named lease until a time: changes a row only when the lease is free, already this holder's,
+-- or held by another past its time (the upsert's row lock makes one of racing claimers the winner).
+INSERT INTO housekeeping_leases (lease_name, holder, held_until) VALUES (?, ?, ?)
+ON CONFLICT (lease_name) DO UPDATE SET holder = excluded.holder, held_until = excluded.held_until
+WHERE housekeeping_leases.holder = excluded.holder OR housekeeping_leases.held_until <= ?;
+
+-- name: release_lease
+-- Give up a lease this holder has, so another node may take it at once (a shutting-down node).
+DELETE FROM housekeeping_leases WHERE lease_name = ? AND holder = ?;
 
 -- Idempotency keys (our extension: Idempotency-Key on the first POST of a send) --------------------------------
 
