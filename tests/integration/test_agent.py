@@ -166,7 +166,15 @@ def test_agents_killed_at_random_points_deliver_every_file_exactly_once(broker: 
                 time.sleep(rng.uniform(0.0, 0.1))
                 victim.start()
         wait_for(lambda: len(files(bob_in, ".ctl")) >= len(payloads), "every file in IN", timeout=60)
-        wait_for(lambda: len(files(alice.folder("X26ABC3", "SENT"), ".ctl")) == len(payloads), "every file in SENT")
+        sent = alice.folder("X26ABC3", "SENT")
+        try:
+            wait_for(lambda: len(files(sent, ".ctl")) == len(payloads), "every file in SENT", timeout=60)
+        except AssertionError as exc:
+            # Where the files that never reached SENT are: the evidence a rare failure needs.
+            root = tmp_path / "alice"
+            where = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and "SENT" not in p.parts)
+            journal = [p.read_text()[-3000:] for p in root.rglob("*.jsonl")]
+            raise AssertionError(f"{exc}; outside SENT: {where}; journal tail: {journal}") from None
         time.sleep(1.0)  # anything delivered twice would land by now
         by_local_id = {ctl.parse(c.read_bytes()).get("LocalId"): c for c in files(bob_in, ".ctl")}
         assert len(files(bob_in, ".ctl")) == len(payloads)  # none twice
