@@ -54,15 +54,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     status_class = "5xx"
     try:
         response = await handler(request)
-        # A client gone before its answer is not a server error: its own class, which no 5xx alert counts. Nor is
-        # an upload answered 408 because its client stalled: the same class keeps its wait out of the latency KPIs.
-        status_class = (
-            CLIENT_CLOSED_CLASS
-            if request.get(CLIENT_CLOSED) or response.status == 408
-            else "5xx"
-            if DOWNLOAD_ABORTED in request  # a 200 whose body the broker could not finish
-            else f"{response.status // 100}xx"
-        )
+        status_class = _status_class(request, response)
         return response
     except asyncio.CancelledError:
         # aiohttp cancels the handler of a client that went away (when handler_cancellation is on).
@@ -180,6 +172,17 @@ async def pace(request: web.Request, handler: Handler) -> web.StreamResponse:
 CLIENT_CLOSED_CLASS = "client_closed"
 #: What a handler sees when its client has gone: a read or write on the closed connection fails with one of these.
 CLIENT_GONE = (ConnectionError, EofStream, web.RequestPayloadError)
+
+
+def _status_class(request: web.Request, response: web.StreamResponse) -> str:
+    """A client gone before its answer is not a server error: its own class, which no 5xx alert counts. Nor is an
+    upload answered 408 because its client stalled: the same class keeps its wait out of the latency KPIs. A download
+    the broker cut (its status already sent) is the broker's failure, whatever that status said."""
+    if request.get(CLIENT_CLOSED) or response.status == 408:
+        return CLIENT_CLOSED_CLASS
+    if DOWNLOAD_ABORTED in request:
+        return "5xx"
+    return f"{response.status // 100}xx"
 
 
 def _transport_gone(request: web.Request) -> bool:
