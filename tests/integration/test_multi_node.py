@@ -14,7 +14,7 @@ import requests
 
 from broker.auth import make_token
 from tests.conftest import production_environment
-from tests.integration.broker_process import SHARED_KEY, BrokerProcess
+from tests.integration.broker_process import SHARED_KEY, BrokerProcess, start_together
 from tests.integration.conftest import MakeClient
 from tests.support import CLIENT_HEADERS
 
@@ -30,10 +30,8 @@ def nodes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[Broke
         "MESH_INBOX_WAIT_POLL_SECONDS": "60",
         **production_environment(request),
     }
-    started: list[BrokerProcess] = []
+    started = start_together([BrokerProcess(data_dir=tmp_path / f"node{number + 1}", env=env) for number in range(3)])
     try:
-        for number in range(3):
-            started.append(BrokerProcess(data_dir=tmp_path / f"node{number + 1}", env=env).start())
         yield started
     finally:
         for node in started:
