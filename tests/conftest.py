@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,12 +89,24 @@ async def production_settings(base: Settings, request: pytest.FixtureRequest) ->
     from broker.devsupport import pg_server, s3_server
 
     request.getfixturevalue("aws_credentials")
-    dsn = await pg_server.clone_database(request.getfixturevalue("pg_admin_dsn"))
+    admin_dsn = request.getfixturevalue("pg_admin_dsn")
+    dsn = await pg_server.clone_database(admin_dsn)
+    # Dropped when the fixture that asked for it ends (its app closed by then), so a worker's cluster, which lives in
+    # memory (pg_server.scratch_folder), holds the databases of the tests running now, not of every test it ran.
+    request.addfinalizer(lambda: _on_own_loop(pg_server.drop_database(admin_dsn, dsn)))
     endpoint = request.getfixturevalue("s3_endpoint")
     bucket = await s3_server.create_bucket(endpoint)
     return base.with_(
         database_url=dsn, blob_url=f"s3://{bucket}/blobs", s3_endpoint_url=endpoint, s3_region=s3_server.REGION
     )
+
+
+def _on_own_loop(work: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine to the end from synchronous code that may itself be inside a running event loop."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, work).result()
 
 
 def production_environment(request: pytest.FixtureRequest) -> dict[str, str]:

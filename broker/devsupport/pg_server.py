@@ -167,6 +167,16 @@ async def clone_database(admin_dsn: str, template: str = TEMPLATE) -> str:
     return with_database(admin_dsn, name)
 
 
+async def drop_database(admin_dsn: str, dsn: str) -> None:
+    """Drop a database clone_database made, ending any session still on it."""
+    name = dsn.rsplit("/", 1)[1]
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
 def prepare_template(admin_dsn: str) -> None:
     """Synchronous, and safe to call from inside a running event loop (session fixtures are started lazily)."""
     with ThreadPoolExecutor(1) as pool:
