@@ -4,7 +4,8 @@
 
 Each round starts a fresh embedded broker from each tree in turn (``PYTHONPATH=<tree>``, this script's Python),
 drives ``--cycles`` message cycles through it (send 1 KiB, list the inbox, download, acknowledge: four requests,
-``--concurrency`` at a time from one uvloop client) and reads the broker process's CPU seconds from the kernel.
+``--concurrency`` at a time from one uvloop client) and reads the broker process's CPU seconds from the kernel,
+and those of its first thread (the event loop's; the others are SQLite's writer, readers and checkpointers).
 CPU per cycle is what the broker spent, not how fast the run went, so it is much steadier than requests a second on
 a shared machine: contention slows a run without adding much to the broker's own CPU time. Locust's mix (chunked
 sends, tracking) is left out on purpose: this is the A/B tool, `load.py` the full picture.
@@ -27,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+import psutil
 import uvloop
 
 from broker.auth import make_token
@@ -90,8 +92,17 @@ async def drive(base: str, cycles: int, concurrency: int) -> float:
         return time.perf_counter() - started
 
 
-def measure(tree: Path, cycles: int, concurrency: int, warmup: int) -> tuple[float, float]:
-    """(broker CPU ms per cycle, cycles a second) for one fresh broker started from `tree`."""
+def loop_cpu(pid: int) -> float:
+    """CPU seconds of the process's first thread: the event loop's (the rest are SQLite's, blob and coding threads)."""
+    for thread in psutil.Process(pid).threads():
+        if thread.id == pid:
+            return float(thread.user_time + thread.system_time)
+    return 0.0
+
+
+def measure(tree: Path, cycles: int, concurrency: int, warmup: int) -> tuple[float, float, float]:
+    """(broker CPU ms per cycle, the event loop thread's share of it, cycles a second) for one fresh broker
+    started from `tree`."""
     data_dir = Path(tempfile.mkdtemp(prefix="mesh-cpu-ab-"))
     port = free_port()
     env = broker_env(data_dir, port, {})
@@ -112,14 +123,14 @@ def measure(tree: Path, cycles: int, concurrency: int, warmup: int) -> tuple[flo
             base = f"http://127.0.0.1:{port}/messageexchange"
             uvloop.run(wait_ready(base))
             uvloop.run(drive(base, warmup, concurrency))  # caches, imports and the first WAL pages
-            before = tree_cpu(broker.pid)
+            before, loop_before = tree_cpu(broker.pid), loop_cpu(broker.pid)
             seconds = uvloop.run(drive(base, cycles, concurrency))
-            spent = tree_cpu(broker.pid) - before
+            spent, loop_spent = tree_cpu(broker.pid) - before, loop_cpu(broker.pid) - loop_before
         finally:
             stop(broker)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
-    return spent / cycles * 1000, cycles / seconds
+    return spent / cycles * 1000, loop_spent / cycles * 1000, cycles / seconds
 
 
 def main() -> int:
@@ -132,17 +143,26 @@ def main() -> int:
     args = parser.parse_args()
     trees = [Path(t).resolve() for t in args.tree]
     cpu: dict[Path, list[float]] = {t: [] for t in trees}
+    loop: dict[Path, list[float]] = {t: [] for t in trees}
     for round_number in range(1, args.rounds + 1):
         # Alternate the order each round, so neither tree always runs on a warmer (or busier) machine.
         for tree in trees if round_number % 2 else list(reversed(trees)):
-            ms, rate = measure(tree, args.cycles, args.concurrency, args.warmup)
+            ms, loop_ms, rate = measure(tree, args.cycles, args.concurrency, args.warmup)
             cpu[tree].append(ms)
-            print(f"round {round_number} {tree}: {ms:.3f} ms CPU per cycle, {rate:.0f} cycles/s", flush=True)
+            loop[tree].append(loop_ms)
+            print(
+                f"round {round_number} {tree}: {ms:.3f} ms CPU per cycle ({loop_ms:.3f} on the event loop's thread), "
+                f"{rate:.0f} cycles/s",
+                flush=True,
+            )
     first = statistics.mean(cpu[trees[0]])
     for tree in trees:
         mean = statistics.mean(cpu[tree])
         spread = f"{min(cpu[tree]):.3f}-{max(cpu[tree]):.3f}"
-        print(f"{tree}: mean {mean:.3f} ms per cycle ({spread}), {100 * (mean / first - 1):+.1f} % against the first")
+        print(
+            f"{tree}: mean {mean:.3f} ms per cycle ({spread}), {100 * (mean / first - 1):+.1f} % against the first; "
+            f"event loop thread {statistics.mean(loop[tree]):.3f}"
+        )
     return 0
 
 

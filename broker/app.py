@@ -84,9 +84,7 @@ def create_app(
         middlewares=[
             drain.track,
             middlewares.observe,
-            middlewares.render_errors,
             middlewares.authenticate,
-            middlewares.pace,
         ],
         client_max_size=1024 * 1024,
         handler_args={

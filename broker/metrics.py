@@ -64,6 +64,8 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        #: request_duration's children by label values: labels() builds and checks the key under a lock each call.
+        self._request_durations: dict[tuple[str, str, str], Histogram] = {}
         self.requests_in_flight = Gauge("mesh_http_requests_in_flight", "Requests being handled now.", registry=r)
         self.transfer_memory_in_use = Gauge(
             "mesh_transfer_memory_in_use_bytes",
@@ -248,6 +250,15 @@ class Metrics:
         self.db_pool_size = Gauge("mesh_db_pool_connections", "Database pool connections open.", registry=r)
         self.db_pool_in_use = Gauge("mesh_db_pool_connections_in_use", "Database pool connections busy.", registry=r)
         Info("mesh_build", "The running broker's version.", registry=r).info({"version": _version()})
+
+    def observe_request(self, route: str, method: str, status_class: str, seconds: float) -> None:
+        """One request's latency. The labels are bounded (route templates, methods, status classes), and so is this
+        cache of their children."""
+        key = (route, method, status_class)
+        child = self._request_durations.get(key)
+        if child is None:
+            child = self._request_durations[key] = self.request_duration.labels(*key)
+        child.observe(seconds)
 
     def count_rejected_send(self, workflow_id: str, error: BrokerError | ValidationFailed) -> None:
         """A refused send, labelled by a workflow only if an accepted message already carried it (see known())."""

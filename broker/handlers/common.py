@@ -15,7 +15,11 @@ from broker.models import Mailbox
 
 def check_url_text(request: web.Request) -> None:
     """400 for a path or query value holding NUL: PostgreSQL's text cannot hold it, so no ID, filter or cursor
-    with one can match anything, and the store would refuse the look-up outright instead of finding nothing."""
+    with one can match anything, and the store would refuse the look-up outright instead of finding nothing.
+    A decoded value holds NUL only where the raw target holds it or `%00`: almost every request stops there."""
+    raw = request.raw_path
+    if "%00" not in raw and "\x00" not in raw:
+        return
     for where, values in (("path", request.match_info.items()), ("query", request.query.items())):
         for name, value in values:
             if "\x00" in value:

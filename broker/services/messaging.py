@@ -410,15 +410,26 @@ class Messaging:
         raise BrokerError(ErrorCode.MESSAGE_NOT_FOUND, message_id=message_id)
 
     async def acknowledge(self, recipient: Mailbox, message_id: str) -> None:
-        """accepted -> acknowledged; a repeat acknowledge (or one racing it) is a no-op success."""
-        message = await self._store.get_message(message_id)
-        if message is None:
-            raise BrokerError(ErrorCode.MESSAGE_NOT_FOUND, message_id=message_id)
-        if message.recipient.mailbox_id != recipient.mailbox_id:
-            raise BrokerError(ErrorCode.FORBIDDEN, message_id=message_id)
+        """accepted -> acknowledged; a repeat acknowledge (or one racing it) is a no-op success.
+
+        The store's statement acknowledges only the recipient's accepted message, so the common case is that one
+        write; only when it changes nothing is the message read, to tell an unknown message (404) and another
+        mailbox's (403) from one no longer accepted (a repeat: success)."""
         acknowledged = Event(Status.ACKNOWLEDGED, self._clock.now())
-        if message.status is Status.ACCEPTED and await self._store.acknowledge(message_id, acknowledged):
-            self._metrics.messages_acknowledged.labels(self._metrics.workflow(message.workflow_id)).inc()
+        workflow_id = await self._store.acknowledge(message_id, recipient.mailbox_id, acknowledged)
+        if workflow_id is None:
+            message = await self._store.get_message(message_id)
+            if message is None:
+                raise BrokerError(ErrorCode.MESSAGE_NOT_FOUND, message_id=message_id)
+            if message.recipient.mailbox_id != recipient.mailbox_id:
+                raise BrokerError(ErrorCode.FORBIDDEN, message_id=message_id)
+            if message.status is not Status.ACCEPTED:
+                return
+            # Delivered (or accepted again) between the statement and the read: acknowledge it now.
+            workflow_id = await self._store.acknowledge(message_id, recipient.mailbox_id, acknowledged)
+            if workflow_id is None:
+                return  # a racing acknowledge took it
+        self._metrics.messages_acknowledged.labels(self._metrics.workflow(workflow_id)).inc()
 
     async def inbox(
         self,

@@ -157,10 +157,10 @@ class MessageStore(Protocol):
         DuplicateMessageId."""
 
     async def get_message(self, message_id: str) -> Message | None:
-        """The message with its events (oldest first), or None."""
+        """The message with its events (oldest first), or None. One read: on PostgreSQL one round trip."""
 
     async def get_message_and_chunk(self, message_id: str, number: int) -> tuple[Message | None, Chunk | None]:
-        """The message and one of its chunks together (the download path)."""
+        """The message (with its events) and one of its chunks together (the download path), in one read."""
 
     async def add_chunk(self, chunk: Chunk, delivery: Event, expires_at: datetime) -> ChunkOutcome:
         """Store chunk n of an uploading message; the last missing chunk delivers it: its status becomes the
@@ -169,9 +169,11 @@ class MessageStore(Protocol):
         replaces it and queues the replaced blob as an orphan. Chunks of one message at different nodes are
         serialised. NOT_UPLOADING and NOT_FOUND change nothing."""
 
-    async def acknowledge(self, message_id: str, event: Event) -> bool:
-        """Move an accepted message to the event's status (acknowledged_at and status_at its time) and append
-        it; False (and no change) from any other status. Of racing calls exactly one is True."""
+    async def acknowledge(self, message_id: str, recipient: str, event: Event) -> str | None:
+        """Move an accepted message addressed to recipient (a mailbox ID) to the event's status (acknowledged_at
+        and status_at its time) and append it, in one statement; answers the message's workflow ID. None, and no
+        change, when there is no such message: unknown, addressed to another mailbox, or in any other status (the
+        caller reads the message to tell which). Of racing calls exactly one answers a workflow ID."""
 
     async def find_by_local_id(self, sender: str, local_id: str, limit: int = 2) -> list[Message]:
         """The sender's messages with this local ID, newest first."""

@@ -92,15 +92,21 @@ def patient_from_row(row: Any) -> Patient:
     return Patient(nhs_number=row[0], date_of_birth=born, family_name=row[2], gp_ods_code=row[3])
 
 
-def event_from_row(row: Any, to_time: Callable[[Any], datetime]) -> Event:
-    """A `get_events` row; to_time reads the store's times."""
+#: How many columns of a `get_message` row are the message's; the event's six follow.
+MESSAGE_COLUMNS = 16
+EVENT_COLUMNS = 6
+
+
+def event_from_row(row: Any, to_time: Callable[[Any], datetime], at: int = 0) -> Event:
+    """An event's six columns, from row[at] on (status, time, event, code, description, linked message); to_time
+    reads the store's times."""
     return Event(
-        status=Status(row[0]),
-        timestamp=to_time(row[1]),
-        event=row[2],
-        code=row[3],
-        description=row[4],
-        linked_message_id=row[5],
+        status=Status(row[at]),
+        timestamp=to_time(row[at + 1]),
+        event=row[at + 2],
+        code=row[at + 3],
+        description=row[at + 4],
+        linked_message_id=row[at + 5],
     )
 
 
@@ -162,6 +168,6 @@ def chunk_values(chunk: Chunk) -> tuple[Any, ...]:
     return chunk.message_id, chunk.number, chunk.blob_key, chunk.size, chunk.sha256, chunk.data
 
 
-def chunk_from_row(message_id: str, number: int, row: Any) -> Chunk:
-    """A chunk from get_chunk's (blob_key, size, sha256, data)."""
-    return Chunk(message_id, number, row[0], row[1], row[2], row[3])
+def chunk_from_row(message_id: str, number: int, row: Any, at: int = 0) -> Chunk:
+    """A chunk from its columns (blob_key, size, sha256, data), from row[at] on."""
+    return Chunk(message_id, number, row[at], row[at + 1], row[at + 2], row[at + 3])

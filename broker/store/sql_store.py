@@ -131,8 +131,8 @@ class SqlStore:
     async def add_chunk(self, chunk: Chunk, delivery: Event, expires_at: datetime) -> ChunkOutcome:
         return await self._single(tx.add_chunk, chunk, delivery, expires_at)
 
-    async def acknowledge(self, message_id: str, event: Event) -> bool:
-        return await self._single(tx.acknowledge, message_id, event)
+    async def acknowledge(self, message_id: str, recipient: str, event: Event) -> str | None:
+        return await self._single(tx.acknowledge, message_id, recipient, event)
 
     async def find_by_local_id(self, sender: str, local_id: str, limit: int = 2) -> list[Message]:
         return await self._scan(tx.find_by_local_id, self._times, sender, local_id, limit)

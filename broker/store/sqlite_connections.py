@@ -1,8 +1,8 @@
 """The embedded store's files, threads and connections: where each kind of SQLite work runs.
 
 - the main file (`mesh.sqlite3`): one writer thread (SQLite allows one writer) committing concurrent writes
-  together (sqlite_writer.GroupCommitWriter), a few reader threads for scans, and the event loop's own
-  connection for point lookups;
+  together (sqlite_writer.GroupCommitWriter), a few reader threads for scans (sqlite_readers.ReaderThreads), and
+  the event loop's own connection for point lookups;
 - the replay cache's file (`<name>-tokens.sqlite3`) with a writer of its own: SQLite has one write lock per
   file, and in the main file every request's token check waited for whatever message commit (and fsync) was
   under way;
@@ -19,12 +19,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from broker.store import queries
 from broker.store.protocol import DuplicateMessageId, StoreError, StoreUnavailable
+from broker.store.sqlite_readers import ReaderThreads
 from broker.store.sqlite_writer import Checkpointer, GroupCommitWriter
 
 T = TypeVar("T")
@@ -53,14 +53,13 @@ class SqliteConnections:
         self.tokens_path = path.with_name(f"{path.stem}-tokens{path.suffix}")
         self._readers = readers
         self._busy_timeout_ms = busy_timeout_ms
-        self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._writer: GroupCommitWriter | None = None
         self._tokens: GroupCommitWriter | None = None
         self._checkpointer: Checkpointer | None = None
         self._tokens_checkpointer: Checkpointer | None = None
-        self._reader: ThreadPoolExecutor | None = None
+        self._reader: ReaderThreads | None = None
         #: The event loop's own read connection, for point lookups (see lookup).
         self._inline: sqlite3.Connection | None = None
 
@@ -79,7 +78,9 @@ class SqliteConnections:
         self._tokens = tokens
         self._tokens_checkpointer = Checkpointer(self._tokens_connection)
         self._tokens_checkpointer.start()
-        self._reader = ThreadPoolExecutor(self._readers, "sqlite-reader", initializer=self._connect_reader)
+        reader = ReaderThreads(self._new_connection, translate, threads=self._readers)
+        await loop.run_in_executor(None, reader.start)
+        self._reader = reader
         await self.write(self._migrate)
         self._inline = self._new_connection()
 
@@ -89,7 +90,7 @@ class SqliteConnections:
             if stoppable is not None:
                 await loop.run_in_executor(None, stoppable.stop)
         if self._reader is not None:
-            self._reader.shutdown(wait=True)
+            await loop.run_in_executor(None, self._reader.stop)
         with self._lock:
             for conn in self._connections:
                 conn.close()
@@ -118,7 +119,8 @@ class SqliteConnections:
         """Run a scan on a reader thread."""
         if self._reader is None:
             raise StoreUnavailable("the SQLite store is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._reader, self._call_reader, fn, args)
+        result: T = await self._reader.run(fn, args)
+        return result
 
     async def write(self, fn: Callable[..., T], *args: Any, durable: bool = True) -> T:
         """Run fn(conn, *args) in a write transaction of the main file; durable=False for bookkeeping that may
@@ -135,16 +137,7 @@ class SqliteConnections:
         result: T = await self._tokens.run(fn, args, False)
         return result
 
-    def _call_reader(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        try:
-            return fn(self._local.conn, *args)
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
-
     # Connections -----------------------------------------------------------------------------------------
-    def _connect_reader(self) -> None:
-        self._local.conn = self._new_connection()
-
     def _writer_connection(self) -> sqlite3.Connection:
         conn = self._new_connection()
         conn.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer thread does it, off the commit path

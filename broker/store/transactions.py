@@ -34,6 +34,8 @@ from broker.store.protocol import (
     WorkflowFilter,
 )
 from broker.store.rows import (
+    EVENT_COLUMNS,
+    MESSAGE_COLUMNS,
     chunk_from_row,
     chunk_values,
     event_from_row,
@@ -204,21 +206,30 @@ def create_message(message: Message, first_chunk: Chunk) -> Plan[None]:
     )
 
 
+# A message and its events are read in one statement (a row per event, the message's columns on each), so a read
+# is one round trip on PostgreSQL; the download's read brings the chunk in the same statement.
+
+
 def get_message(times: Times, message_id: str) -> Plan[Message | None]:
-    found = yield row("get_message", message_id)
-    if found is None:
-        return None
-    found_events = yield rows("get_events", message_id)
-    events = tuple(event_from_row(e, times) for e in found_events)
-    return message_from_row(found, events, times)
+    found = yield rows("get_message", message_id)
+    return _joined_message(times, found)
 
 
 def get_message_and_chunk(times: Times, message_id: str, number: int) -> Plan[tuple[Message | None, Chunk | None]]:
-    message = yield from get_message(times, message_id)
-    if message is None:
-        return None, None
-    found = yield row("get_chunk", message_id, number)
-    return message, None if found is None else chunk_from_row(message_id, number, found)
+    found = yield rows("get_message_and_chunk", message_id, number)
+    message = _joined_message(times, found)
+    at = MESSAGE_COLUMNS + EVENT_COLUMNS
+    if message is None or found[0][at] is None:  # a chunk's blob_key is never null: no such chunk
+        return message, None
+    return message, chunk_from_row(message_id, number, found[0], at)
+
+
+def _joined_message(times: Times, found: list[Any]) -> Message | None:
+    """The message of get_message's rows (none: no such message), with the events they carry."""
+    if not found:
+        return None
+    events = tuple(event_from_row(r, times, MESSAGE_COLUMNS) for r in found if r[MESSAGE_COLUMNS] is not None)
+    return message_from_row(found[0], events, times)
 
 
 #: How many times add_chunk runs again when another writer changed the message between its snapshot and its row
@@ -253,18 +264,20 @@ def add_chunk(chunk: Chunk, delivery: Event, expires_at: datetime) -> Plan[Chunk
     raise StoreError(f"message {chunk.message_id} kept changing while chunk {chunk.number} was stored")
 
 
-def acknowledge(message_id: str, event: Event) -> Plan[bool]:
-    """Move an accepted message to the event's status and append the event. Of two nodes racing, the UPDATE's row
-    lock (or the single writer) lets exactly one see it still accepted."""
-    changed = yield execute(
+def acknowledge(message_id: str, recipient: str, event: Event) -> Plan[str | None]:
+    """Move the recipient's accepted message to the event's status and append the event; its workflow ID, or None
+    when nothing changed. Of two nodes racing, the UPDATE's row lock (or the single writer) lets exactly one see it
+    still accepted."""
+    changed = yield row(
         "acknowledge",
         event.status.value,
         event.timestamp,
         message_id,
         Status.ACCEPTED.value,
         *_event_values(event),
+        recipient,
     )
-    return int(changed) == 1
+    return None if changed is None else str(changed[0])
 
 
 def append_event(message_id: str, event: Event) -> Plan[bool]:

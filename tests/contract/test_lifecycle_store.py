@@ -59,7 +59,7 @@ async def test_candidates_are_accepted_messages_past_expiry_or_to_deactivated_ma
     expired = await deliver(store, message_id(1), delivered_at=T0)
     await deliver(store, message_id(2), delivered_at=T0 + HOUR)  # not yet expired
     acked = await deliver(store, message_id(3), delivered_at=T0)
-    await store.acknowledge(acked.message_id, ack_event(T0 + HOUR))
+    await store.acknowledge(acked.message_id, "BOB", ack_event(T0 + HOUR))
     to_gone = await deliver(store, message_id(4), recipient="GONE", delivered_at=T0 + HOUR)
 
     found = await store.undeliverable_candidates(T0 + EXPIRY, 10)
@@ -111,7 +111,7 @@ async def test_a_second_claim_changes_nothing(store: MetadataStore) -> None:
 
 async def test_only_accepted_messages_are_claimed(store: MetadataStore) -> None:
     acked = await deliver(store, message_id(1))
-    await store.acknowledge(acked.message_id, ack_event(T0 + HOUR))
+    await store.acknowledge(acked.message_id, "BOB", ack_event(T0 + HOUR))
     still = await deliver(store, message_id(2))
     claims = [ndr_claim(acked.message_id, 1), ndr_claim(still.message_id, 2)]
     assert await store.mark_undeliverable(claims) == [still.message_id]
@@ -165,7 +165,7 @@ async def test_abandon_uploads_takes_at_most_limit(store: MetadataStore) -> None
 async def test_purge_deletes_old_messages_of_any_status_and_releases_their_blobs(store: MetadataStore) -> None:
     old_accepted = await deliver(store, message_id(1), delivered_at=T0)
     old_acked = await deliver(store, message_id(2), delivered_at=T0)
-    await store.acknowledge(old_acked.message_id, ack_event(T0 + HOUR))
+    await store.acknowledge(old_acked.message_id, "BOB", ack_event(T0 + HOUR))
     old_upload = message_id(3)
     await store.create_message(uploading(old_upload, 2, created_at=T0), chunk(old_upload, 1))
     kept = await deliver(store, message_id(4), delivered_at=T0 + 2 * HOUR)
@@ -189,7 +189,7 @@ async def test_known_blob_keys(store: MetadataStore) -> None:
 
 async def test_rich_lists_are_newest_first_in_every_status_and_page(store: MetadataStore) -> None:
     sent = [await deliver(store, message_id(n), delivered_at=T0 + n * HOUR) for n in range(1, 6)]
-    await store.acknowledge(sent[0].message_id, ack_event(T0 + 9 * HOUR))
+    await store.acknowledge(sent[0].message_id, "BOB", ack_event(T0 + 9 * HOUR))
     upload = message_id(6)
     await store.create_message(uploading(upload, 2, created_at=T0 + 7 * HOUR), chunk(upload, 1))
     newest_first = [m.message_id for m in reversed(sent)]

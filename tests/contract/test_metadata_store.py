@@ -8,7 +8,7 @@ from datetime import timedelta, timezone
 
 import pytest
 
-from broker.models import Event, MessageMeta, MessageType, Party, Status
+from broker.models import Chunk, Event, MessageMeta, MessageType, Party, Status
 from broker.store.protocol import (
     ChunkOutcome,
     DuplicateMessageId,
@@ -238,6 +238,31 @@ async def test_get_message_and_chunk(store: MetadataStore) -> None:
     assert await store.get_message_and_chunk(message_id(2), 1) == (None, None)
 
 
+async def test_get_message_and_chunk_with_several_events_and_inline_bytes(store: MetadataStore) -> None:
+    """One read joins the message, its events and the chunk: each comes back once, events in order."""
+    mid = message_id(1)
+    await store.create_message(uploading(mid, 2), chunk(mid, 1, 5))
+    inline = Chunk.inline(mid, 2, b"last bytes", "ab" * 32)
+    assert await store.add_chunk(inline, delivery_event(T0 + SECOND), T0 + EXPIRY) is ChunkOutcome.COMPLETED
+    assert await store.append_event(mid, Event(Status.ACCEPTED, T0 + 2 * SECOND, "TRANSFER", "00", "again"))
+    message, got = await store.get_message_and_chunk(mid, 2)
+    assert got == inline
+    assert message == await store.get_message(mid)
+    assert message is not None
+    assert [e.status for e in message.events] == [Status.UPLOADING, Status.ACCEPTED, Status.ACCEPTED]
+    assert [e.description for e in message.events][1:] == ["Transferred to recipient mailbox", "again"]
+    assert await store.get_message_and_chunk(mid, 1) == (message, chunk(mid, 1, 5))
+    assert await store.get_message_and_chunk(mid, 3) == (message, None)
+
+
+async def test_a_message_without_events_reads_back_with_none(store: MetadataStore) -> None:
+    mid = message_id(1)
+    message = replace(uploading(mid, 2), events=())
+    await store.create_message(message, chunk(mid, 1, 5))
+    assert await store.get_message(mid) == message
+    assert await store.get_message_and_chunk(mid, 1) == (message, chunk(mid, 1, 5))
+
+
 # Chunks ---------------------------------------------------------------------------------------------------------
 
 
@@ -321,7 +346,7 @@ async def test_acknowledge_once_only_from_accepted(store: MetadataStore) -> None
     mid = message_id(1)
     await deliver(store, mid)
     at = T0 + timedelta(hours=1, microseconds=17)
-    assert await store.acknowledge(mid, ack_event(at)) is True
+    assert await store.acknowledge(mid, "BOB", ack_event(at)) == "WF"
     acked = await store.get_message(mid)
     assert acked is not None
     assert acked.status is Status.ACKNOWLEDGED
@@ -330,16 +355,31 @@ async def test_acknowledge_once_only_from_accepted(store: MetadataStore) -> None
     assert await inbox_ids(store) == []
     assert await store.count_inbox("BOB") == 0
 
-    assert await store.acknowledge(mid, ack_event(at + SECOND)) is False
+    assert await store.acknowledge(mid, "BOB", ack_event(at + SECOND)) is None
     assert await store.get_message(mid) == acked
-    assert await store.acknowledge(message_id(2), ack_event(at)) is False
+    assert await store.acknowledge(message_id(2), "BOB", ack_event(at)) is None
+
+
+async def test_acknowledge_answers_the_workflow_and_only_for_the_recipient(store: MetadataStore) -> None:
+    mid = message_id(1)
+    await deliver(store, mid, workflow_id="OTHER_WF")
+    before = await store.get_message(mid)
+    assert await store.acknowledge(mid, "CAROL", ack_event(T0 + SECOND)) is None
+    assert await store.acknowledge(mid, "ALICE", ack_event(T0 + SECOND)) is None  # the sender is not the recipient
+    assert await store.get_message(mid) == before
+    assert await inbox_ids(store) == [mid]
+    assert await store.acknowledge(mid, "BOB", ack_event(T0 + SECOND)) == "OTHER_WF"
+    assert await store.acknowledge(mid, "BOB", ack_event(T0 + 2 * SECOND)) is None  # a repeat changes nothing
+    acked = await store.get_message(mid)
+    assert acked is not None and [e.status for e in acked.events].count(Status.ACKNOWLEDGED) == 1
+    assert acked.acknowledged_at == T0 + SECOND
 
 
 async def test_concurrent_acknowledges_exactly_one_wins(store: MetadataStore) -> None:
     mid = message_id(1)
     await deliver(store, mid)
-    results = await asyncio.gather(*(store.acknowledge(mid, ack_event(T0 + SECOND)) for _ in range(8)))
-    assert sorted(results) == [False] * 7 + [True]
+    results = await asyncio.gather(*(store.acknowledge(mid, "BOB", ack_event(T0 + SECOND)) for _ in range(8)))
+    assert sorted(r or "" for r in results) == [""] * 7 + ["WF"]
     acked = await store.get_message(mid)
     assert acked is not None
     assert [e.status for e in acked.events].count(Status.ACKNOWLEDGED) == 1
@@ -354,7 +394,7 @@ async def test_acknowledge_refuses_other_statuses(store: MetadataStore, status: 
         await deliver(store, mid)
         assert await store.append_event(mid, Event(status, T0 + SECOND, "SEND", "14", "gone"))
     before = await store.get_message(mid)
-    assert await store.acknowledge(mid, ack_event(T0 + 2 * SECOND)) is False
+    assert await store.acknowledge(mid, "BOB", ack_event(T0 + 2 * SECOND)) is None
     assert await store.get_message(mid) == before
 
 
@@ -378,14 +418,14 @@ async def test_re_accepting_an_acknowledged_message_lists_it_again(store: Metada
     mid, other = message_id(1), message_id(2)
     await deliver(store, mid, delivered_at=T0)
     await deliver(store, other, delivered_at=T0 + SECOND)
-    assert await store.acknowledge(mid, ack_event(T0 + 2 * SECOND))
+    assert await store.acknowledge(mid, "BOB", ack_event(T0 + 2 * SECOND))
     assert await inbox_ids(store) == [other]
     assert await store.append_event(mid, Event(Status.ACCEPTED, T0 + 3 * SECOND, "TRANSFER", "00", "re-placed"))
     got = await store.get_message(mid)
     assert got is not None and got.status is Status.ACCEPTED
     assert set(await inbox_ids(store)) == {mid, other}
     assert await store.count_inbox("BOB") == 2
-    assert await store.acknowledge(mid, ack_event(T0 + 4 * SECOND)) is True
+    assert await store.acknowledge(mid, "BOB", ack_event(T0 + 4 * SECOND)) == "WF"
 
 
 # Inbox listing ------------------------------------------------------------------------------------------------
@@ -401,7 +441,7 @@ async def test_inbox_lists_only_the_recipients_accepted_messages_by_delivery_the
     await deliver(store, message_id(6), recipient="CAROL")
     await store.create_message(uploading(message_id(7), 2), chunk(message_id(7), 1))
     await deliver(store, message_id(8))
-    await store.acknowledge(message_id(8), ack_event(T0))
+    await store.acknowledge(message_id(8), "BOB", ack_event(T0))
 
     expected = [message_id(n) for n in (2, 5, 3, 4, 1)]
     assert await inbox_ids(store) == expected
@@ -599,7 +639,7 @@ async def test_count_accepted_spans_every_inbox(store: MetadataStore) -> None:
     await deliver(store, message_id(2))
     await store.create_message(uploading(message_id(3), 2), chunk(message_id(3), 1))
     assert await store.count_accepted() == 2
-    await store.acknowledge(message_id(1), ack_event(T0 + SECOND))
+    await store.acknowledge(message_id(1), "BOB", ack_event(T0 + SECOND))
     assert await store.count_accepted() == 1
 
 

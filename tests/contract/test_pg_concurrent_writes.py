@@ -76,7 +76,7 @@ async def test_concurrent_events_on_one_message_are_numbered_without_repeat_or_g
 async def test_an_acknowledgement_racing_appended_events_takes_the_next_number(store: PostgresStore) -> None:
     mid = "20250304050607000002_000002"
     await deliver(store, mid)
-    acks = [store.acknowledge(mid, Event(Status.ACKNOWLEDGED, T0 + SECOND)) for _ in range(WRITERS // 2)]
+    acks = [store.acknowledge(mid, "BOB", Event(Status.ACKNOWLEDGED, T0 + SECOND)) for _ in range(WRITERS // 2)]
     notes = [store.append_event(mid, Event(Status.ACCEPTED, T0, "NOTE")) for _ in range(WRITERS // 2)]
     results = await _together(*acks, *notes)
     # An append may put the message back in accepted after an acknowledgement, letting a later one win again.

@@ -80,8 +80,8 @@ async def test_two_stores_on_one_file_see_each_others_writes(tmp_path: Path) -> 
         assert await a.get_message(message_id(1)) == message
         assert await a.list_inbox("BOB", 10) == ([message_id(1)], None)
 
-        assert await a.acknowledge(message_id(1), ack_event(T0)) is True
-        assert await b.acknowledge(message_id(1), ack_event(T0)) is False
+        assert await a.acknowledge(message_id(1), "BOB", ack_event(T0)) == "WF"
+        assert await b.acknowledge(message_id(1), "BOB", ack_event(T0)) is None
         assert await b.count_inbox("BOB") == 0
 
         # A token used through one process is a replay through the other.

@@ -38,13 +38,12 @@ def classes(req: web.Request) -> dict[str, float]:
 
 
 async def through_both(req: web.Request, exc: BaseException) -> web.StreamResponse:
+    """Through observe, which counts the request and renders its errors."""
+
     async def handler(_request: web.Request) -> web.StreamResponse:
         raise exc
 
-    async def rendered(r: web.Request) -> web.StreamResponse:
-        return await middlewares.render_errors(r, handler)
-
-    return await middlewares.observe(req, rendered)
+    return await middlewares.observe(req, handler)
 
 
 @pytest.mark.parametrize("gone", [ConnectionResetError("Connection lost"), ConnectionError("Connection lost")])

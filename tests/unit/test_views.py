@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from email.utils import format_datetime
 
 import orjson
+import pytest
 
 from broker import views
 from broker.models import CENTRAL_SYSTEM, Event, Message, MessageMeta, MessageType, Party, Status
@@ -159,3 +162,21 @@ def test_download_content_type() -> None:
     assert views.download_content_type(typed, 1) == "application/octet-stream"
     assert views.download_content_type(replace(typed, total_chunks=2), 2) == "application/octet-stream"
     assert views.download_content_type(message(), 2) == "application/octet-stream"
+
+
+def test_dates_formatted_by_hand_match_the_standard_library() -> None:
+    # compact and http_date skip strftime and email.utils (every download's headers carry both): same text.
+    rng = random.Random(18)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    for _ in range(20_000):
+        at = epoch + timedelta(seconds=rng.randrange(200 * 365 * 86_400), microseconds=rng.randrange(10**6))
+        assert views.compact(at) == at.strftime("%Y%m%d%H%M%S")
+        assert views.http_date(at) == format_datetime(at, usegmt=True)
+    assert views.compact(None) == ""
+
+
+def test_http_date_of_a_time_not_in_utc_is_refused_as_before() -> None:
+    with pytest.raises(ValueError):
+        views.http_date(datetime(2025, 6, 1, 12, 0))  # naive: format_datetime(usegmt=True) refuses it
+    with pytest.raises(ValueError):
+        views.http_date(datetime(2025, 6, 1, 12, 0, tzinfo=timezone(timedelta(hours=1))))

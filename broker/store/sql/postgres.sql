@@ -115,15 +115,18 @@ WITH locked AS (
 SELECT status, fresh, coalesce((SELECT complete FROM progress), false) FROM locked;
 
 -- name: acknowledge
--- Move a message from status ?4 to ?1 and append that event, in one statement; of two nodes racing, the UPDATE's
--- row lock lets one see it still in ?4 (the other changes nothing and appends nothing).
+-- Move message ?3 from status ?4 to ?1 and append that event, in one statement, when recipient ?9 is its recipient;
+-- answers its workflow ID, no row when nothing changed. Of two nodes racing, the UPDATE's row lock lets one see it
+-- still in ?4 (the other changes nothing and appends nothing).
 WITH changed AS (
     UPDATE messages SET status = ?1, acknowledged_at = ?2, status_at = ?2, event_count = event_count + 1
-    WHERE message_id = ?3 AND status = ?4
-    RETURNING event_count
+    WHERE message_id = ?3 AND status = ?4 AND recipient = ?9
+    RETURNING event_count, workflow_id
+), appended AS (
+    INSERT INTO message_events (message_id, seq, status, at, event, code, description, linked_message_id)
+    SELECT ?3, event_count, ?1, ?2, ?5, ?6, ?7, ?8 FROM changed
 )
-INSERT INTO message_events (message_id, seq, status, at, event, code, description, linked_message_id)
-SELECT ?3, event_count, ?1, ?2, ?5, ?6, ?7, ?8 FROM changed;
+SELECT workflow_id FROM changed;
 
 -- name: append_event
 -- Append an event and make its status the message's, with the time columns that status implies (?3: it is the

@@ -100,20 +100,27 @@ DELETE FROM auth_tokens WHERE expires_at < ?;
 -- single writer: create_message, add_chunk, acknowledge and append_event live in the dialect files.)
 
 -- name: get_message
--- One message's row; the columns rows.message_from_row reads.
-SELECT message_id, message_type, sender_party, recipient_party, workflow_id, total_chunks, content_encoding,
-       meta, status, created_at, file_size, delivered_at, expires_at, acknowledged_at, status_at,
-       linked_message_id
-FROM messages WHERE message_id = ?;
+-- One message with its events in one read (one round trip): a row per event, oldest first, each the message's
+-- columns (rows.message_from_row) then the event's (rows.event_from_row); a message without events is one row
+-- whose event columns are null.
+SELECT m.message_id, m.message_type, m.sender_party, m.recipient_party, m.workflow_id, m.total_chunks,
+       m.content_encoding, m.meta, m.status, m.created_at, m.file_size, m.delivered_at, m.expires_at,
+       m.acknowledged_at, m.status_at, m.linked_message_id,
+       e.status, e.at, e.event, e.code, e.description, e.linked_message_id
+FROM messages m LEFT JOIN message_events e ON e.message_id = m.message_id
+WHERE m.message_id = ? ORDER BY e.seq;
 
--- name: get_events
--- One message's events, oldest first (tracking, the status history).
-SELECT status, at, event, code, description, linked_message_id
-FROM message_events WHERE message_id = ? ORDER BY seq;
-
--- name: get_chunk
--- One stored chunk of a message (download; a re-sent chunk's replaced blob).
-SELECT blob_key, size, sha256, data FROM message_chunks WHERE message_id = ? AND chunk_number = ?;
+-- name: get_message_and_chunk
+-- A download's one read: get_message's rows with chunk ?2's columns after them (null where the message has no
+-- such chunk). The chunk repeats on each event's row; an accepted message has one or two events.
+SELECT m.message_id, m.message_type, m.sender_party, m.recipient_party, m.workflow_id, m.total_chunks,
+       m.content_encoding, m.meta, m.status, m.created_at, m.file_size, m.delivered_at, m.expires_at,
+       m.acknowledged_at, m.status_at, m.linked_message_id,
+       e.status, e.at, e.event, e.code, e.description, e.linked_message_id,
+       c.blob_key, c.size, c.sha256, c.data
+FROM messages m LEFT JOIN message_events e ON e.message_id = m.message_id
+LEFT JOIN message_chunks c ON c.message_id = m.message_id AND c.chunk_number = ?2
+WHERE m.message_id = ?1 ORDER BY e.seq;
 
 -- name: find_by_local_id
 -- A sender's messages carrying one local ID, newest first (tracking by local ID).

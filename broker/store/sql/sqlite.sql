@@ -89,11 +89,13 @@ WHERE message_id = ?1 AND status = ?8 AND changes() = 1;
 SELECT CASE WHEN changes() = 1 THEN ?7 ELSE status END, 1, changes() = 1 FROM messages WHERE message_id = ?1;
 
 -- name: acknowledge
--- Move a message from status ?4 to ?1 and append that event (nothing when it is no longer in ?4).
+-- Move message ?3 from status ?4 to ?1 and append that event when recipient ?9 is its recipient; answers its
+-- workflow ID, no row when nothing changed (it is unknown, another's or no longer in ?4).
 UPDATE messages SET status = ?1, acknowledged_at = ?2, status_at = ?2, event_count = event_count + 1
-WHERE message_id = ?3 AND status = ?4;
+WHERE message_id = ?3 AND status = ?4 AND recipient = ?9;
 INSERT INTO message_events (message_id, seq, status, at, event, code, description, linked_message_id)
 SELECT message_id, event_count, ?1, ?2, ?5, ?6, ?7, ?8 FROM messages WHERE message_id = ?3 AND changes() = 1;
+SELECT workflow_id FROM messages WHERE message_id = ?3 AND changes() = 1;
 
 -- name: append_event
 -- Append an event and make its status the message's, with the time columns that status implies (?3: it is the
