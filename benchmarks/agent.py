@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -136,7 +137,15 @@ def idle(metrics_port: int, seconds: float, wait: int) -> None:
     )
 
 
-def throughput(out: Path, inbox: Path, files: int, pids: dict[str, int], label: str = "") -> float:
+@dataclass(frozen=True)
+class Rate:
+    """A throughput run: files a second, and each process's CPU milliseconds a file."""
+
+    files_per_second: float
+    cpu_ms: dict[str, float]
+
+
+def throughput(out: Path, inbox: Path, files: int, pids: dict[str, int], label: str = "") -> Rate:
     before = in_count(inbox)
     payloads = {f"many-{n:05d}": os.urandom(200) + n.to_bytes(4, "big") for n in range(files)}
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -146,14 +155,23 @@ def throughput(out: Path, inbox: Path, files: int, pids: dict[str, int], label: 
     dropped = time.perf_counter() - started
     failed = out.parent / "FAILED"
     progress, seen = time.monotonic(), before
-    while (count := in_count(inbox)) < before + files:
+    timeline: list[tuple[float, int]] = []  # (seconds, files in IN) every 10 s: does the rate fall as IN fills?
+    while True:
+        listed = time.perf_counter()
+        if (count := in_count(inbox)) >= before + files:
+            break
+        if listed - started >= 10 * (len(timeline) + 1):
+            timeline.append((listed - started, count - before))
+        listed = time.perf_counter() - listed
         if count != seen:
             progress, seen = time.monotonic(), count
         if time.monotonic() - progress > 60 or any(failed.iterdir()):
             raise SystemExit(
                 f"stuck at {count - before} of {files} files in IN; FAILED: {sorted(failed.iterdir())[:4]}"
             )
-        time.sleep(0.05)
+        # Listing IN costs more as it fills (20,000 names at 10,000 files): at most a twentieth of a core here,
+        # which the agents and the broker on this machine would otherwise lose.
+        time.sleep(max(0.05, 20 * listed))
     elapsed = time.perf_counter() - started
     cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
     time.sleep(1.0)
@@ -164,21 +182,31 @@ def throughput(out: Path, inbox: Path, files: int, pids: dict[str, int], label: 
             assert local not in received, f"{local} delivered twice"
             received[local] = control.with_suffix(".dat").read_bytes()
     assert received == payloads, "lost or changed files"
-    shares = ", ".join(f"{name} {seconds:.1f} s ({seconds / elapsed:.0%} of a core)" for name, seconds in cpu.items())
+    shares = ", ".join(
+        f"{name} {seconds:.1f} s ({seconds / elapsed:.0%} of a core, {seconds / files * 1000:.2f} ms a file)"
+        for name, seconds in cpu.items()
+    )
     cpu_ms = sum(cpu.values()) / files * 1000
+    rates, last = [], (0.0, 0)
+    for point in [*timeline, (elapsed, files)]:
+        rates.append(f"{(point[1] - last[1]) / (point[0] - last[0]):.0f}")
+        last = point
     print(
         f"throughput{label}: {files} files in {elapsed:.1f} s = {files / elapsed:.0f} files/s, none lost or twice "
-        f"(dropping them took {dropped:.1f} s); CPU meanwhile: {shares}; {cpu_ms:.1f} ms of CPU a file",
+        f"(dropping them took {dropped:.1f} s); CPU meanwhile: {shares}; {cpu_ms:.1f} ms of CPU a file; "
+        f"files/s in each 10 s: {' '.join(rates)}",
         flush=True,
     )
-    return files / elapsed
+    return Rate(files / elapsed, {name: seconds / files * 1000 for name, seconds in cpu.items()})
 
 
 def throughput_ab(root: Path, url: str, broker: int, args: argparse.Namespace) -> None:
     """Baseline agents (--baseline tree) and this tree's, alternated against the same broker, a fresh pair each."""
-    rates: dict[str, list[float]] = {"baseline": [], "this tree": []}
+    rates: dict[str, list[Rate]] = {"baseline": [], "this tree": []}
     for round_number in range(args.rounds):
-        for label, source in (("baseline", args.baseline), ("this tree", None)):
+        trees: list[tuple[str, Path | None]] = [("baseline", args.baseline), ("this tree", None)]
+        # A B, B A, A B, ...: neither tree always runs second, after the other has warmed the broker.
+        for label, source in trees if round_number % 2 == 0 else trees[::-1]:
             home = root / f"ab-{round_number}-{'base' if source else 'new'}"
             a = agent(home / "a", url, "X26ABC1", args.wait, args.parallel, source)
             b = agent(home / "b", url, "X26ABC2", args.wait, args.parallel, source)
@@ -191,11 +219,20 @@ def throughput_ab(root: Path, url: str, broker: int, args: argparse.Namespace) -
                     process.terminate()
                 for process in (a, b):
                     process.wait(30)
-    base, new = statistics.median(rates["baseline"]), statistics.median(rates["this tree"])
+    base = statistics.median(r.files_per_second for r in rates["baseline"])
+    new = statistics.median(r.files_per_second for r in rates["this tree"])
     print(
         f"throughput A/B, medians of {args.rounds}: baseline {base:.0f}, this tree {new:.0f} files/s "
         f"({new / base:.2f}x)"
     )
+    for label, runs in rates.items():
+        cpu = {name: sorted(r.cpu_ms[name] for r in runs) for name in runs[0].cpu_ms}
+        spread = ", ".join(f"{name} {statistics.median(ms):.2f} ({ms[0]:.2f}-{ms[-1]:.2f})" for name, ms in cpu.items())
+        total = sorted(sum(r.cpu_ms.values()) for r in runs)
+        print(
+            f"CPU ms a file, {label}, median (range): {spread}; all {statistics.median(total):.2f} "
+            f"({total[0]:.2f}-{total[-1]:.2f})"
+        )
 
 
 def large(

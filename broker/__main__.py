@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     logs.configure()
     args = build_parser().parse_args(argv)
+    if getattr(args, "event_loop", None) == "uvloop":  # a command that asks for it (the folder agent)
+        _install_uvloop()
     try:
         result: int = args.run(args)
         return result

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import io
 import math
 import os
 import platform
@@ -104,6 +105,22 @@ class ReceivedMessage:
     @property
     def is_report(self) -> bool:
         return self.headers.get("messagetype", "DATA").upper() == "REPORT"
+
+
+@dataclass(frozen=True)
+class Sized:
+    """A file's size and, when it is one piece (at most PIECE bytes), its bytes: what a send looks up first, learnt
+    ahead by a caller that was in a thread touching the file anyway (the folder agent, in its batch of moves), so
+    the send need not make a thread hop of its own to look again (see look())."""
+
+    size: int
+    content: bytes | None
+
+
+def look(path: Path) -> Sized:
+    """A file's Sized (blocking: call it from a thread). FileNotFoundError if it is not there."""
+    size, content = _size_and_bytes(path, PIECE)
+    return Sized(size, content)
 
 
 @dataclass
@@ -339,18 +356,24 @@ class MeshClient:
         journal: Path | None = None,
         progress: Progress | None = None,
         extra_headers: dict[str, str] | None = None,
+        looked: Sized | None = None,
     ) -> str:
         """Send a message; returns its ID. A path or bytes are cut into chunks of chunk_size raw bytes (each
         gzipped on its own with compress); an async iterator is first spooled to a temporary file. Every send
         carries an Idempotency-Key (a fresh one unless given); with journal (a file path), an interrupted
-        chunked send started with the same journal resumes at the first chunk not yet accepted."""
+        chunked send started with the same journal resumes at the first chunk not yet accepted. looked: the file's
+        size and small content as look() found them just before (data must be that path, unchanged since)."""
         size_limit = chunk_size or self.chunk_size
         if not 0 < size_limit <= MAX_CHUNK_BYTES:
             raise ValueError(f"chunk size must be between 1 and {MAX_CHUNK_BYTES} bytes (the API's limit)")
         with contextlib.ExitStack() as stack:
             path = await _as_path(data, stack)
-            # One thread hop learns the size and, for a file of one small piece, reads it too.
-            total_size, whole = await asyncio.to_thread(_size_and_bytes, path, 0 if compress else size_limit)
+            read_limit = min(PIECE, 0 if compress else size_limit)
+            if looked is not None and isinstance(data, Path):
+                total_size, whole = looked.size, looked.content if looked.size <= read_limit else None
+            else:
+                # One thread hop learns the size and, for a file of one small piece, reads it too.
+                total_size, whole = await asyncio.to_thread(_size_and_bytes, path, read_limit)
             chunks = max(1, math.ceil(total_size / size_limit))
             if chunks == 1 and idempotency_key and IDEMPOTENCY in self.extensions:
                 # One POST under the caller's key: repeated after a crash, it answers the message it made, so a
@@ -411,9 +434,11 @@ class MeshClient:
                         first=False,
                     )
                 except MeshError as exc:
-                    # A crash after the last chunk was accepted but before the journal said so: the server
-                    # finalises a message only at its last chunk, which is sent after all the others.
-                    if resumed and exc.status == FINALISED_STATUS and exc.code == FINALISED_CODE:
+                    # A crash after the last chunk was accepted but before the journal said so, or after the send
+                    # finished and its journal was gone (the caller's key, repeated, answered the message it had
+                    # made): the server finalises a message only at its last chunk, sent after all the others.
+                    replayed = idempotency_key is not None and IDEMPOTENCY in self.extensions
+                    if (resumed or replayed) and exc.status == FINALISED_STATUS and exc.code == FINALISED_CODE:
                         break
                     raise
                 if state is not None:
@@ -491,18 +516,14 @@ class MeshClient:
         there is one. With journal, a download interrupted after chunk k resumes at chunk k + 1 (a message of one
         chunk keeps no journal: it is fetched again whole). sync=False leaves the last fsync of destination to the
         caller (the folder agent makes many files durable in one step)."""
-        state = await asyncio.to_thread(DownloadJournal.load, journal) if journal is not None else None
-        if state is not None and state.message_id != message_id:
-            state = None
+        # One thread hop reads the journal and opens the file (the agent downloads many small files at once).
+        state, out = await asyncio.to_thread(_open_download, destination, journal, message_id)
         done, offset = (state.chunks_done, state.bytes_done) if state is not None else (0, 0)
-        exists = state is not None and await asyncio.to_thread(destination.exists)
-        if state is not None and done and done >= state.total and exists:
+        if out is None:
+            assert state is not None
             await asyncio.to_thread(state.finish)  # every chunk was in before a crash
             return ReceivedMessage(message_id, state.headers, offset, state.total)
-        mode = "r+b" if done and exists else "wb"
-        with await asyncio.to_thread(destination.open, mode) as out:
-            out.truncate(offset)
-            out.seek(offset)
+        with out:
             if progress is not None and offset:
                 progress(offset)
             writeback = _Writeback(out)
@@ -654,6 +675,26 @@ async def _receive(
     return written
 
 
+def _open_download(
+    destination: Path, journal: Path | None, message_id: str
+) -> tuple[DownloadJournal | None, IO[bytes] | None]:
+    """The download's journal (None: start afresh) and destination opened at its first byte not yet safely in,
+    or no file when the journal says every chunk was in before a crash. A journal whose file has gone is
+    dropped (resuming would leave the chunks before it as zeros)."""
+    state = DownloadJournal.load(journal) if journal is not None else None
+    if state is not None and (state.message_id != message_id or not destination.exists()):
+        state = None  # another message's journal, or its file has gone: start again
+    if state is None or not state.chunks_done:
+        # A buffer size given: open() does not ask the file whether it is a terminal (one system call fewer).
+        return state, destination.open("wb", buffering=io.DEFAULT_BUFFER_SIZE)
+    if state.chunks_done >= state.total:
+        return state, None
+    out = destination.open("r+b")
+    out.truncate(state.bytes_done)
+    out.seek(state.bytes_done)
+    return state, out
+
+
 def _fsync_then(out: IO[bytes], then: Callable[..., None], *args: Any) -> None:
     """out's bytes on disk, then `then` (a journal recording them)."""
     out.flush()
@@ -687,9 +728,24 @@ async def _as_path(data: Source, stack: contextlib.ExitStack) -> Path:
 
 
 def _size_and_bytes(path: Path, limit: int) -> tuple[int, bytes | None]:
-    """A file's size, and its bytes when it is one piece that fits in a chunk of limit bytes."""
-    size = path.stat().st_size
-    return size, (_read_exact(path, 0, size) if size <= min(PIECE, limit) else None)
+    """A file's size, and its bytes when it is one piece that fits in a chunk of limit bytes. Plain os calls: a
+    Python file object costs three more system calls (fstat, isatty, lseek), each a thread switch when it runs
+    beside the event loop, and the agent does this for every small file it sends."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        if size > min(PIECE, limit):
+            return size, None
+        pieces, left = [], size
+        while left > 0:
+            piece = os.read(fd, left)
+            if not piece:
+                raise MeshError(0, f"{path} is shorter than it was when the send began")
+            pieces.append(piece)
+            left -= len(piece)
+        return size, b"".join(pieces)
+    finally:
+        os.close(fd)
 
 
 def _read_exact(path: Path, offset: int, length: int) -> bytes:

@@ -205,6 +205,12 @@ class BrokerProcess:
         self.stop()
         return self.start()
 
+    def __enter__(self) -> BrokerProcess:
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
 
 def start_together(nodes: Sequence[BrokerProcess], timeout: float = START_TIMEOUT) -> list[BrokerProcess]:
     """Start several brokers at once and wait until every one answers: their start-ups (mostly imports) overlap
@@ -217,12 +223,6 @@ def start_together(nodes: Sequence[BrokerProcess], timeout: float = START_TIMEOU
         for node in nodes:
             node.stop()
         raise
-
-    def __enter__(self) -> BrokerProcess:
-        return self.start() if self.process is None else self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
 
 
 def run_cli(

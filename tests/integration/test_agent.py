@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from broker.client.agent import control as ctl
@@ -175,6 +176,11 @@ def test_agents_killed_at_random_points_deliver_every_file_exactly_once(broker: 
             where = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and "SENT" not in p.parts)
             journal = [p.read_text()[-3000:] for p in root.rglob("*.jsonl")]
             raise AssertionError(f"{exc}; outside SENT: {where}; journal tail: {journal}") from None
+        for control_file in files(sent, ".ctl"):  # filed whole, however often filing was cut short
+            filed = ctl.parse(control_file.read_bytes())
+            assert filed.get("LocalId") == control_file.stem and filed.get("DTSId"), control_file
+            assert [r.status for r in filed.records] == ["SUCCESS"], control_file
+            assert (sent / f"{control_file.stem}.dat").read_bytes() == payloads[control_file.stem]
         time.sleep(1.0)  # anything delivered twice would land by now
         by_local_id = {ctl.parse(c.read_bytes()).get("LocalId"): c for c in files(bob_in, ".ctl")}
         assert len(files(bob_in, ".ctl")) == len(payloads)  # none twice
@@ -185,3 +191,33 @@ def test_agents_killed_at_random_points_deliver_every_file_exactly_once(broker: 
     finally:
         alice.stop()
         bob.stop()
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["control in the record", "record of an earlier version"])
+def test_filing_cut_short_is_finished_from_the_record(broker: BrokerProcess, tmp_path: Path, recorded: bool) -> None:
+    """Filing rewrites TEMP's control file in place before renaming it into SENT: a crash midway leaves it in any
+    state, and the "sent" record's copy of the control file is what filing starts from again. A record written
+    before records kept it (an earlier version, which never rewrote TEMP's copy) is filed from TEMP's copy."""
+    alice = Agent(broker, tmp_path / "alice", "X26ABC1")
+    temp = alice.folder("X26ABC1", "TEMP")
+    (temp / ".journal").mkdir(parents=True)
+    original = ctl.Control({"Version": "1.0", "WorkflowId": "TEST_WORKFLOW", "To_DTS": "X26ABC2", "LocalId": "L-9"})
+    record = {"state": "sent", "stem": "cut", "key": "k", "message_id": "20261201000000000000_ABCDEF"}
+    if recorded:
+        record["control"] = original.to_xml().decode("latin-1")
+        (temp / "send-cut.ctl").write_bytes(original.to_xml()[:40])  # the rewrite was cut short
+    else:
+        (temp / "send-cut.ctl").write_bytes(original.to_xml())
+    (temp / "send-cut.dat").write_bytes(b"the data")
+    (temp / ".journal" / "agent.jsonl").write_bytes(orjson.dumps({"n": "send-cut", "r": record}) + b"\n")
+    alice.start()
+    try:
+        sent = alice.folder("X26ABC1", "SENT")
+        wait_for(lambda: (sent / "cut.ctl").exists(), "the pair in SENT")
+        filed = ctl.parse((sent / "cut.ctl").read_bytes())
+        assert filed.fields == {**original.fields, "DTSId": "20261201000000000000_ABCDEF"}
+        assert [(r.status, r.code) for r in filed.records] == [("SUCCESS", "00")]
+        assert (sent / "cut.dat").read_bytes() == b"the data"
+        assert not (temp / "send-cut.ctl").exists() and not (temp / "send-cut.dat").exists()
+    finally:
+        alice.stop()

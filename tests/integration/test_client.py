@@ -158,6 +158,26 @@ async def test_a_lost_journal_write_resends_chunk_1_under_the_same_key_and_gets_
         assert (await bob.inbox()).message_ids == [first]
 
 
+async def test_a_finished_chunked_send_repeated_under_its_key_answers_the_same_message(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """The folder agent killed after a chunked send finished (its journal gone) but before it recorded the
+    message: the repeat's chunk 1 answers the message made, whose later chunks the broker says are finalised."""
+    source = tmp_path / "three.bin"
+    source.write_bytes(payload(3000, seed=7))
+    journal = tmp_path / "upload.json"
+    async with MeshClient(creds(broker, "X26ABC1"), chunk_size=1000) as alice:
+        await alice.handshake()
+        first = await alice.send("X26ABC2", source, workflow_id=WORKFLOW, idempotency_key="key-3", journal=journal)
+        assert not journal.exists()
+        again = await alice.send("X26ABC2", source, workflow_id=WORKFLOW, idempotency_key="key-3", journal=journal)
+    assert again == first
+    async with MeshClient(creds(broker, "X26ABC2")) as bob:
+        assert (await bob.inbox()).message_ids == [first]
+        await bob.download(first, tmp_path / "got.bin")
+    assert (tmp_path / "got.bin").read_bytes() == source.read_bytes()
+
+
 async def test_an_interrupted_download_resumes_at_the_next_chunk(
     broker: BrokerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

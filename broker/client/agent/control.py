@@ -41,6 +41,16 @@ class StatusRecord:
     description: str
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
+    def elements(self) -> list[tuple[str, str]]:
+        """The record's child elements, in the order they are written."""
+        return [
+            ("DateTime", self.at.astimezone(UTC).strftime("%Y%m%d%H%M%S")),
+            ("Event", self.event),
+            ("Status", self.status),
+            ("StatusCode", self.code),
+            ("Description", self.description),
+        ]
+
 
 @dataclass
 class Control:
@@ -62,17 +72,34 @@ class Control:
         return Control(dict(self.fields), [*self.records, record])
 
     def to_xml(self) -> bytes:
-        root = ET.Element("DTSControl")
+        """The document ElementTree would write (indented, empty elements as `<Name />`), written directly: the
+        agent writes one per file it sends or receives, and building the tree cost more than the rest of that."""
         names = [n for n in ORDER if n in self.fields] + [n for n in self.fields if n not in ORDER]
+        if any(name.startswith("{") for name in names):  # a namespaced element: ElementTree picks its prefixes
+            return self._tree_xml(names)
+        lines = ['<?xml version="1.0" encoding="UTF-8"?>']
+        if not names and not self.records:
+            lines.append("<DTSControl />")
+        else:
+            lines.append("<DTSControl>")
+            lines.extend(_element("  ", name, self.fields[name]) for name in names)
+            for record in self.records:
+                lines.append("  <StatusRecord>")
+                for name, text in record.elements():
+                    lines.append(_element("    ", name, text))
+                lines.append("  </StatusRecord>")
+            lines.append("</DTSControl>")
+        lines.append("")
+        return "\n".join(lines).encode()
+
+    def _tree_xml(self, names: list[str]) -> bytes:
+        root = ET.Element("DTSControl")
         for name in names:
             ET.SubElement(root, name).text = self.fields[name]
         for record in self.records:
             element = ET.SubElement(root, "StatusRecord")
-            ET.SubElement(element, "DateTime").text = record.at.astimezone(UTC).strftime("%Y%m%d%H%M%S")
-            ET.SubElement(element, "Event").text = record.event
-            ET.SubElement(element, "Status").text = record.status
-            ET.SubElement(element, "StatusCode").text = record.code
-            ET.SubElement(element, "Description").text = record.description
+            for name, text in record.elements():
+                ET.SubElement(element, name).text = text
         ET.indent(root)
         body: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=False)
         return b'<?xml version="1.0" encoding="UTF-8"?>\n' + body + b"\n"
@@ -113,6 +140,14 @@ def check_outbound(control: Control) -> None:
     message_type = control.get("MessageType") or "Data"
     if message_type.upper() != "DATA":
         raise ControlError(f"MessageType is {message_type!r}: only Data messages can be sent")
+
+
+def _element(indent: str, name: str, text: str) -> str:
+    """One leaf element as ElementTree writes it: only &, < and > escaped in text, `<Name />` when empty."""
+    if not text:
+        return f"{indent}<{name} />"
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return f"{indent}<{name}>{escaped}</{name}>"
 
 
 def _parse_time(text: str) -> datetime:
