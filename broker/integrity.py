@@ -96,6 +96,13 @@ def descriptor_matches(fd: int, chunk: Chunk, block: int = 1024 * 1024) -> bool:
     return matches
 
 
+def check_whole(data: bytes, chunk: Chunk) -> None:
+    """verified() for a chunk's bytes already whole in memory: ChunkCorrupted unless size and SHA-256 match."""
+    if len(data) != chunk.size or (chunk.sha256 and hashlib.sha256(data).hexdigest() != chunk.sha256):
+        _log_corrupt(chunk, len(data))
+        raise ChunkCorrupted(f"{chunk.message_id} chunk {chunk.number}")
+
+
 def _log_corrupt(chunk: Chunk, seen: int) -> None:
     log.error(
         "stored chunk does not match its record",

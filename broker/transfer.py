@@ -22,8 +22,8 @@ from aiohttp.http import StreamWriter
 
 from broker.blobs.protocol import BlobError, BlobNotFound, BlobStore
 from broker.budget import MemoryBudget
-from broker.gzipstream import Deflater, Inflater, NotGzip
-from broker.integrity import ChunkCorrupted, descriptor_matches, verified
+from broker.gzipstream import Deflater, Inflater, NotGzip, gzip_small
+from broker.integrity import ChunkCorrupted, check_whole, descriptor_matches, verified
 from broker.metrics import Metrics
 from broker.models import Chunk
 
@@ -75,9 +75,11 @@ class Transfer:
         The blob is opened only once the headers are on their way, so a blob that is missing or damaged shows
         as a body cut short: with the status already sent, that is the only honest signal left.
         """
+        started = time.perf_counter()
+        if chunk.data is not None and len(chunk.data) <= INLINE_CODING and coding is not Coding.GUNZIP:
+            return await self._send_small(request, response, chunk, chunk.data, coding, started)
         if coding is Coding.AS_STORED:
             response.content_length = chunk.size  # only the bytes as stored have a length known up front
-        started = time.perf_counter()
         await response.prepare(request)
         try:
             if not await self._send_file(request, response, chunk, coding):
@@ -85,6 +87,34 @@ class Transfer:
         except (ChunkCorrupted, BlobError, NotGzip) as exc:
             return self._abort(request, response, exc, chunk.message_id)
         await response.write_eof()
+        self._metrics.chunk_download_duration.observe(time.perf_counter() - started)
+        return response
+
+    async def _send_small(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        chunk: Chunk,
+        data: bytes,
+        coding: Coding,
+        started: float,
+    ) -> web.StreamResponse:
+        """A chunk from its row, small, as stored or gzipped: checked and coded whole before anything is sent, then
+        headers and body leave in one write with a Content-Length (aiohttp joins them), where streaming takes a
+        deflate stream's setup and two writes with chunked framing: a typical message is such a chunk. The bytes
+        came in memory with the row and the coded copy is no larger than them plus a few bytes, so nothing is drawn
+        from the budget. Decoding stays on the streamed path: its output is bounded per step, not by the input."""
+        try:
+            check_whole(data, chunk)
+        except ChunkCorrupted as exc:
+            # As on the streamed path: the status leaves, then the connection is cut.
+            await response.prepare(request)
+            return self._abort(request, response, exc, chunk.message_id)
+        body = data if coding is Coding.AS_STORED else gzip_small(data, GZIP_LEVEL)
+        response.content_length = len(body)
+        await response.prepare(request)
+        await response.write_eof(body)
+        self._metrics.bytes_sent.inc(len(body))
         self._metrics.chunk_download_duration.observe(time.perf_counter() - started)
         return response
 

@@ -38,11 +38,21 @@ def clean_environment(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+#: Ports free_port has handed out in this process.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port free now and never handed out before by this process: the kernel may offer a port it just offered
+    again once its socket is closed, and a broker given the same port for MESH_PORT and MESH_METRICS_PORT refuses
+    to start (seen once in a full run)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((HOST, 0))
+            port: int = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from broker.devsupport.gzip_bomb import MiB, gzip_bomb
-from broker.gzipstream import Deflater, Inflater, NotGzip
+from broker.gzipstream import Deflater, Inflater, NotGzip, gzip_small
 
 MOST = 64 * 1024
 
@@ -81,3 +81,11 @@ def test_deflater_steps_stay_within_most_even_for_incompressible_bytes() -> None
             out.append(step)
     out.append(deflater.finish())
     assert gzip.decompress(b"".join(out)) == data
+
+
+@pytest.mark.parametrize("size", [0, 1, 200, 64 * 1024])
+def test_gzip_small_is_one_member_of_the_whole_body(size: int) -> None:
+    data = random.Random(size).randbytes(size // 2) + b"x" * (size - size // 2)
+    coded = gzip_small(data, 1)
+    assert gzip.decompress(coded) == data
+    assert len(coded) <= len(data) + 64  # never much larger: no step bound needed

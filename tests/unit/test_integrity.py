@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from broker.errors import BrokerError, ErrorCode
-from broker.integrity import ChunkCorrupted, GzipCheck, Meter, descriptor_matches, verified
+from broker.integrity import ChunkCorrupted, GzipCheck, Meter, check_whole, descriptor_matches, verified
 from broker.models import Chunk
 
 DATA = b"0123456789" * 100
@@ -124,3 +124,14 @@ async def test_gzip_check_refuses_what_is_not_whole_gzip(body: bytes) -> None:
 
 async def test_gzip_check_of_nothing_passes_for_the_caller_to_refuse() -> None:
     assert await collect(GzipCheck(pieces(b"")).__aiter__()) == []
+
+
+def test_check_whole_passes_bytes_that_match_their_record() -> None:
+    check_whole(DATA, record(DATA))
+    check_whole(DATA, record(DATA, sha256=""))  # a record without a SHA-256 is checked by size alone
+
+
+@pytest.mark.parametrize("stored", [DATA[:-1], DATA + b"!", DATA[:-1] + b"X"])
+def test_check_whole_refuses_bytes_that_do_not(stored: bytes) -> None:
+    with pytest.raises(ChunkCorrupted):
+        check_whole(stored, record(DATA))
