@@ -149,28 +149,17 @@ class Messaging:
         """Store chunk 1 and the message row; a single-chunk message is delivered at once. A send with an
         Idempotency-Key its sender used before answers that send's message, storing nothing (docs/api.md)."""
         key = idempotency.key_of(sender, request)
-        if key is not None:
-            held = await self._store.get_send_by_key(key.sender, key.key)
-            if held is not None:
+        try:
+            recipient = await self._recipient_of(sender, request, body, key)
+        except BrokerError:
+            # A repeat of a send that was stored is answered as that send whatever has changed since (a recipient
+            # deactivated, a workflow restricted). The key is read only here and when the insert finds it taken
+            # (_insert), so a first send, the common case, costs no read of it (a round trip on PostgreSQL).
+            if key is not None and (held := await self._store.get_send_by_key(key.sender, key.key)) is not None:
                 return idempotency.replayed(key, held)
-        if request.total_chunks > self._max_chunks:
-            raise BrokerError(ErrorCode.INVALID_CHUNKS)
-        if request.declared_from is not None and request.declared_from.strip().upper() != sender.mailbox_id:
-            raise BrokerError(ErrorCode.INVALID_FROM)
-        if request.declared_type is not None and request.declared_type.strip().upper() != "DATA":
-            raise BrokerError(ErrorCode.INVALID_MESSAGE_TYPE)
-        if self._routing is not None and nhs.is_gp_address(request.recipient):
-            # Resolved before any byte is stored: an unavailable directory fails the send (503), storing nothing.
-            await self._routing.check_allowed(sender.mailbox_id, request.workflow_id)
-            route = await self._routing.resolve(request.recipient, request.workflow_id)
-            if isinstance(route, RouteFailure):
-                return await self._send_unroutable(sender, request, body, route, key)
-            recipient: Mailbox | None = route
-        else:
-            recipient = await self._store.get_mailbox(request.recipient)
-        if recipient is None or not recipient.active:
-            raise BrokerError(ErrorCode.UNREGISTERED_TO)
-        await self._directory.check_permission(sender.mailbox_id, recipient.mailbox_id, request.workflow_id)
+            raise
+        if isinstance(recipient, str):
+            return recipient  # an unroutable GP address, reported to the sender (_send_unroutable)
 
         now = self._clock.now()
         message_id = new_message_id(now)
@@ -212,6 +201,31 @@ class Messaging:
             self._metrics.messages_delivered.labels(workflow).inc()
             self._arrivals.notify(recipient.mailbox_id)
         return message_id
+
+    async def _recipient_of(
+        self, sender: Mailbox, request: SendRequest, body: AsyncIterable[bytes], key: IdempotencyKey | None
+    ) -> Mailbox | str:
+        """The send's checks before any byte is stored, and the mailbox it goes to; or, for a GP address that
+        cannot be routed, the ID of the message stored and reported to the sender instead."""
+        if request.total_chunks > self._max_chunks:
+            raise BrokerError(ErrorCode.INVALID_CHUNKS)
+        if request.declared_from is not None and request.declared_from.strip().upper() != sender.mailbox_id:
+            raise BrokerError(ErrorCode.INVALID_FROM)
+        if request.declared_type is not None and request.declared_type.strip().upper() != "DATA":
+            raise BrokerError(ErrorCode.INVALID_MESSAGE_TYPE)
+        if self._routing is not None and nhs.is_gp_address(request.recipient):
+            # Resolved before any byte is stored: an unavailable directory fails the send (503), storing nothing.
+            await self._routing.check_allowed(sender.mailbox_id, request.workflow_id)
+            route = await self._routing.resolve(request.recipient, request.workflow_id)
+            if isinstance(route, RouteFailure):
+                return await self._send_unroutable(sender, request, body, route, key)
+            recipient: Mailbox | None = route
+        else:
+            recipient = await self._store.get_mailbox(request.recipient)
+        if recipient is None or not recipient.active:
+            raise BrokerError(ErrorCode.UNREGISTERED_TO)
+        await self._directory.check_permission(sender.mailbox_id, recipient.mailbox_id, request.workflow_id)
+        return recipient
 
     async def _insert(
         self,

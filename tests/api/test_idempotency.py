@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from broker.keys import DIRECTORY, STORE
 from tests.api.helpers import MB2, body_of, inbox_ids, send_chunk, v1_error, v2_error
 from tests.support import Mesh
 
@@ -53,3 +58,34 @@ async def test_a_malformed_key_is_a_400(mb1: Mesh, client: TestClient) -> None:
         response = await mb1.send(MB2, b"x", extra={"Idempotency-Key": bad})
         assert response.status == 400, bad
         assert (await body_of(response))["detail"][0]["loc"] == ["header", "idempotency-key"]
+
+
+async def test_a_repeat_is_answered_as_the_first_send_after_its_recipient_is_deactivated(
+    mb1: Mesh, mb2: Mesh, app: web.Application
+) -> None:
+    key = {"Idempotency-Key": "k-deactivated"}
+    first = await mb1.send_ok(MB2, b"before", extra=key)
+    await app[DIRECTORY].set_active(MB2, False)
+    assert await mb1.send_ok(MB2, b"before", extra=key) == first
+    response = await mb1.send(MB2, b"before", extra={"Idempotency-Key": "k-new"})
+    assert response.status == 417  # a new key is a new send, refused as any other
+
+
+async def test_a_first_send_does_not_read_its_key(
+    mb1: Mesh, mb2: Mesh, app: web.Application, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first send takes its key in the insert (create_message_once): a read before it would cost every keyed send
+    a lookup (a PostgreSQL round trip) that only a repeat needs."""
+    store = app[STORE]
+    reads: list[str] = []
+    original = store.get_send_by_key
+
+    async def counted(sender: str, key: str) -> Any:
+        reads.append(key)
+        return await original(sender, key)
+
+    monkeypatch.setattr(store, "get_send_by_key", counted)
+    first = await mb1.send_ok(MB2, b"once", extra={"Idempotency-Key": "k-first"})
+    assert reads == []
+    assert await mb1.send_ok(MB2, b"once", extra={"Idempotency-Key": "k-first"}) == first
+    assert await inbox_ids(mb2) == [first]
