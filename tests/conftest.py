@@ -6,13 +6,14 @@ import asyncio
 import os
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from broker.settings import Settings
 
 SHARED_KEY = "TestKey"
+T = TypeVar("T")
 
 
 @pytest.fixture(autouse=True)
@@ -101,12 +102,12 @@ async def production_settings(base: Settings, request: pytest.FixtureRequest) ->
     )
 
 
-def _on_own_loop(work: Coroutine[Any, Any, None]) -> None:
+def _on_own_loop(work: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to the end from synchronous code that may itself be inside a running event loop."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, work).result()
+        return pool.submit(asyncio.run, work).result()
 
 
 def production_environment(request: pytest.FixtureRequest) -> dict[str, str]:
@@ -114,15 +115,12 @@ def production_environment(request: pytest.FixtureRequest) -> dict[str, str]:
 
     Synchronous (for session fixtures and subprocess brokers); the async set-up runs on its own thread.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     from broker.devsupport import pg_server, s3_server
 
     admin_dsn = request.getfixturevalue("pg_admin_dsn")
     endpoint = request.getfixturevalue("s3_endpoint")
-    with ThreadPoolExecutor(1) as pool:
-        dsn = pool.submit(asyncio.run, pg_server.clone_database(admin_dsn)).result()
-        bucket = pool.submit(asyncio.run, s3_server.create_bucket(endpoint)).result()
+    dsn = _on_own_loop(pg_server.clone_database(admin_dsn))
+    bucket = _on_own_loop(s3_server.create_bucket(endpoint))
     return {
         "MESH_DATABASE_URL": dsn,
         "MESH_BLOB_URL": f"s3://{bucket}/blobs",

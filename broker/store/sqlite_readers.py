@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, cast
 
+from broker.store.sqlite_writer import resolve
+
 _STOP = object()
 _Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 
@@ -82,23 +84,13 @@ class ReaderThreads:
             if job is _STOP:
                 return
             fn, args, future, loop = cast(_Job, job)
+            ok = True
             try:
-                outcome: tuple[bool, Any] = (True, fn(conn, *args))
+                value: Any = fn(conn, *args)
             except sqlite3.Error as exc:
-                error = self._translate(exc)
-                error.__cause__ = exc
-                outcome = (False, error)
+                ok, value = False, self._translate(exc)
+                value.__cause__ = exc
             except Exception as exc:
-                outcome = (False, exc)
+                ok, value = False, exc
             with contextlib.suppress(RuntimeError):  # a closed loop has no one left to tell
-                loop.call_soon_threadsafe(_settle, future, outcome)
-
-
-def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
-    if future.done():  # the caller was cancelled
-        return
-    ok, value = outcome
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+                loop.call_soon_threadsafe(resolve, future, ok, value)

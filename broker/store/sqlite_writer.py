@@ -175,12 +175,18 @@ class GroupCommitWriter:
 
 def _settle(outcomes: list[tuple[_Job, bool, Any]]) -> None:
     for job, ok, value in outcomes:
-        if job.future.done():  # the caller was cancelled; its write stands, as it would have anyway
-            continue
-        if ok:
-            job.future.set_result(value)
-        else:
-            job.future.set_exception(value)
+        resolve(job.future, ok, value)
+
+
+def resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    """Give a waiting caller its result (ok) or exception, on its event loop; one whose caller was cancelled is left
+    alone (the work stands, as it would have anyway)."""
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
 
 
 #: WAL frames (pages) past which the checkpointer restarts the log; see Checkpointer.
