@@ -11,7 +11,9 @@
 - client: one --client-size message in --client-chunk chunks, --rounds times, alternating in the same run against
   the same broker: the raw aiohttp upload and download of large_transfer.py (payload generated in memory, download
   hashed and dropped) and MeshClient's (upload from a file, download to a file, fsynced, its SHA-256 checked);
-  MiB/s of each and the client's ratio to raw (target: within 10 %).
+  MiB/s of each and the client's ratio to raw (target: within 10 %). The raw download writes nothing, so the
+  client also downloads into a file on tmpfs (/dev/shm, where fsync costs nothing): that figure against raw is the
+  client's own cost, and its download to disk is set beside the disk's fsync'd write speed measured in the run.
 
 --parts picks some of them (default: all, in that order).
 
@@ -39,7 +41,7 @@ from pathlib import Path
 import aiohttp
 
 from broker.client.client import Credentials, MeshClient
-from large_transfer import Payload, Result, download, parse_size, upload
+from large_transfer import Payload, Result, disk_limits, download, parse_size, upload
 from latency import Tokens, free_port, start_broker, wait_ready
 
 KEY = "TestKey"
@@ -269,39 +271,55 @@ async def client_vs_raw(url: str, root: Path, size: int, chunk: int, rounds: int
             digest.update(piece)
             f.write(piece)
     target = root / "client-got.bin"
+    memory_target = tmpfs_file()
+    disk_write = disk_limits(root, size)[0]
     base = f"{url}/messageexchange"
     rates: dict[str, list[tuple[float, float]]] = {"raw": [], "client": []}
+    to_memory: list[float] = []
+    # This process's CPU seconds a GiB for each way (steadier than MiB/s on a shared machine).
+    cpu: dict[str, list[float]] = {"raw up": [], "client up": [], "raw down": [], "client down": [], "client tmpfs": []}
+    gib = size / (1024 * MiB)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120)
     for _ in range(rounds):
         # raw: large_transfer.py's own upload and download
         result = Result(backend="embedded", size=size, chunk=chunk)
         async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
+            spent = time.process_time()
             sent, up = await upload(session, base, payload, result, 0)
+            cpu["raw up"].append((time.process_time() - spent) / gib)
+            spent = time.process_time()
             down = await download(session, base, Tokens("X26ABC2"), sent, result, 0)
+            cpu["raw down"].append((time.process_time() - spent) / gib)
         async with MeshClient(Credentials(url, "X26ABC2", "password", KEY.encode())) as bob:
             await bob.acknowledge(sent.message_id)
         rates["raw"].append((size / MiB / up, size / MiB / down))
         # client: from a file, to a file
         async with MeshClient(Credentials(url, "X26ABC1", "password", KEY.encode()), chunk_size=chunk) as alice:
             await alice.handshake()
-            started = time.perf_counter()
+            started, spent = time.perf_counter(), time.process_time()
             message_id = await alice.send("X26ABC2", source, workflow_id="TEST_WORKFLOW")
             up = time.perf_counter() - started
+            cpu["client up"].append((time.process_time() - spent) / gib)
         async with MeshClient(Credentials(url, "X26ABC2", "password", KEY.encode())) as bob:
-            started = time.perf_counter()
+            started, spent = time.perf_counter(), time.process_time()
             await bob.download(message_id, target)
             down = time.perf_counter() - started
+            cpu["client down"].append((time.process_time() - spent) / gib)
+            if memory_target is not None:
+                started, spent = time.perf_counter(), time.process_time()
+                await bob.download(message_id, memory_target)
+                to_memory.append(size / MiB / (time.perf_counter() - started))
+                cpu["client tmpfs"].append((time.process_time() - spent) / gib)
+                same_bytes(memory_target, digest)
+                memory_target.unlink()
             await bob.acknowledge(message_id)
-        got = hashlib.sha256()
-        with target.open("rb") as f:
-            while piece := f.read(MiB):
-                got.update(piece)
-        assert got.digest() == digest.digest(), "the client's download differs from what it sent"
+        same_bytes(target, digest)
         target.unlink()
         rates["client"].append((size / MiB / up, size / MiB / down))
         print(
             f"client round: raw up {rates['raw'][-1][0]:.0f} / down {rates['raw'][-1][1]:.0f} MiB/s, "
-            f"client up {rates['client'][-1][0]:.0f} / down {rates['client'][-1][1]:.0f} MiB/s",
+            f"client up {rates['client'][-1][0]:.0f} / down {rates['client'][-1][1]:.0f} MiB/s to disk"
+            + (f", {to_memory[-1]:.0f} MiB/s to tmpfs" if to_memory else ""),
             flush=True,
         )
     source.unlink()
@@ -316,6 +334,35 @@ async def client_vs_raw(url: str, root: Path, size: int, chunk: int, rounds: int
         f"download raw {median('raw', 1):.0f} / client {median('client', 1):.0f} MiB/s "
         f"(client/raw {median('client', 1) / median('raw', 1):.2f})"
     )
+    to_disk = median("client", 1)
+    print(
+        f"client download to disk {to_disk:.0f} MiB/s against the disk's fsync'd write {disk_write:.0f} MiB/s "
+        f"({to_disk / disk_write:.2f})"
+        + (
+            f"; to tmpfs {statistics.median(to_memory):.0f} MiB/s (client/raw "
+            f"{statistics.median(to_memory) / median('raw', 1):.2f})"
+            if to_memory
+            else ""
+        )
+    )
+    print(
+        "client-side CPU seconds a GiB (this process, medians): "
+        + ", ".join(f"{way} {statistics.median(values):.2f}" for way, values in cpu.items() if values)
+    )
+
+
+def tmpfs_file() -> Path | None:
+    """Where the client's download costs no disk writes, to compare like with like against raw's (None: no tmpfs)."""
+    shm = Path("/dev/shm")
+    return shm / f"mesh-bench-client-{os.getpid()}.bin" if shm.is_dir() else None
+
+
+def same_bytes(path: Path, digest: hashlib._Hash) -> None:
+    got = hashlib.sha256()
+    with path.open("rb") as f:
+        while piece := f.read(MiB):
+            got.update(piece)
+    assert got.digest() == digest.digest(), f"the client's download to {path} differs from what it sent"
 
 
 def main() -> None:
