@@ -30,6 +30,12 @@ async def upload_chunk(request: web.Request) -> web.Response:
     encoding = headers.content_encoding_of(request.headers)
     limit = request.app[SETTINGS].max_request_bytes
     await request.app[MESSAGING].upload_chunk(
-        caller(request), target, number, encoding, body(request, limit, target), total=total
+        caller(request),
+        target,
+        number,
+        encoding,
+        body(request, limit, target),
+        total=total,
+        length=request.content_length,
     )
     return views.chunk_accepted(target, number, version(request))

@@ -26,7 +26,9 @@ from broker.services.directory import Directory
 from broker.services.routing import GpRouting, RouteFailure
 from broker.store.protocol import (
     Box,
+    ChunkFacts,
     ChunkOutcome,
+    ChunkUpload,
     DuplicateMessageId,
     FilterOp,
     IdempotencyKey,
@@ -63,8 +65,16 @@ class InboxPage:
 UNROUTED = Party("")
 
 
-def is_unrouted(message: Message) -> bool:
-    return message.status is Status.ERROR and message.recipient == UNROUTED
+def _unrouted(facts: ChunkFacts) -> bool:
+    return facts.status is Status.ERROR and facts.recipient == UNROUTED.mailbox_id
+
+
+#: A chunk body of at most this many bytes (by its Content-Length) is stored before its message is read, and
+#: add_chunk's statement alone decides whether the message takes it: on PostgreSQL the upload is then the token's
+#: round trip and add_chunk's, not three. Beyond it the read saves little (a MiB takes longer to arrive than a
+#: round trip) and guards much: no one stores a large body for a message it may not write. A refused body costs
+#: at most what a send of this size costs anyone (1 MiB is also the ceiling of MESH_INLINE_CHUNK_BYTES).
+BODY_FIRST_BYTES = 1024 * 1024
 
 
 async def _discard(meter: Meter) -> int:
@@ -318,53 +328,71 @@ class Messaging:
         body: AsyncIterable[bytes],
         *,
         total: int,
+        length: int | None = None,
     ) -> bool:
         """Store chunk n >= 2 of a message whose chunk 1 declared `total` chunks (mex-Chunk-Range's n); True when
-        it was the last missing chunk and the message is now delivered."""
-        message = await self._store.get_message(message_id)
-        if message is None:
-            raise BrokerError(ErrorCode.NOT_FOUND, message_id=message_id)
-        if message.sender.mailbox_id != sender.mailbox_id:
-            raise BrokerError(ErrorCode.FORBIDDEN, message_id=message_id)
-        if is_unrouted(message):
-            # The sender's client finishes its upload as for any send; the REPORT already told it the outcome.
-            if number > message.total_chunks:
-                raise BrokerError(ErrorCode.CHUNK_OUT_OF_RANGE, message_id=message_id)
-            _check_total(message, total)
-            await _discard(Meter(_checked(body, content_encoding, message_id), self._max_request_bytes, message_id))
-            return False
-        if message.status is not Status.UPLOADING:
-            raise BrokerError(ErrorCode.CHUNK_FINALISED, message_id=message_id)
-        if number > message.total_chunks or message.message_type is not MessageType.DATA:
-            raise BrokerError(ErrorCode.CHUNK_OUT_OF_RANGE, message_id=message_id)
-        _check_total(message, total)
-        if content_encoding != message.content_encoding:
-            raise BrokerError(ErrorCode.ENCODING_CHANGED, message_id=message_id)
+        it was the last missing chunk and the message is now delivered. `length` is the body's Content-Length
+        when the request declares one: a small body (BODY_FIRST_BYTES) is stored before its message is read, and
+        add_chunk alone decides whether the message takes it; a larger one only once a read of the message says
+        it may (docs/architecture.md)."""
+        upload = ChunkUpload(sender.mailbox_id, total, content_encoding, self._max_message_bytes)
+        checked = _checked(body, content_encoding, message_id)
+        if length is not None and length <= BODY_FIRST_BYTES:
+            meter = Meter(checked, self._max_request_bytes, message_id)
+            try:
+                chunk = await self._store_chunk(message_id, number, meter)
+                if chunk.size == 0:
+                    raise BrokerError(ErrorCode.DATA_FILE_MISSING, message_id=message_id)
+            except BrokerError as error:
+                # The body's own errors (gzip, an empty or stalled body) come after its message's refusal, and after
+                # the message's size limit for the bytes that came before them, as when the message is read first:
+                # only on this rare path is it read.
+                facts = _admit(message_id, number, upload, await self._facts(message_id, number), chunk_size=meter.size)
+                if _unrouted(facts) and error.code is ErrorCode.DATA_FILE_MISSING:
+                    return False  # an unrouted message's body is dropped unchecked for emptiness, as below
+                raise
+        else:
+            facts = _admit(message_id, number, upload, await self._facts(message_id, number), chunk_size=None)
+            if _unrouted(facts):
+                # The sender's client finishes its upload as for any send; the REPORT already told it the outcome.
+                await _discard(Meter(checked, self._max_request_bytes, message_id))
+                return False
+            # The whole message may not outgrow its limit either: its other chunks' bytes and this one's.
+            limit = min(self._max_request_bytes, self._max_message_bytes - facts.other_bytes)
+            chunk = await self._store_chunk(message_id, number, Meter(checked, limit, message_id))
+            if chunk.size == 0:
+                raise BrokerError(ErrorCode.DATA_FILE_MISSING, message_id=message_id)
+        return await self._add_chunk(chunk, upload)
 
-        # The whole message may not outgrow its limit either; file_size counts the chunks stored so far.
-        limit = min(self._max_request_bytes, self._max_message_bytes - message.file_size)
-        chunk = await self._store_chunk(
-            message_id, number, Meter(_checked(body, content_encoding, message_id), limit, message_id)
-        )
-        if chunk.size == 0:
-            raise BrokerError(ErrorCode.DATA_FILE_MISSING, message_id=message_id)
+    async def _add_chunk(self, chunk: Chunk, upload: ChunkUpload) -> bool:
+        """Store a received chunk's row (add_chunk, which checks every rule again on the message as it finds it);
+        True when it delivered the message. A refused chunk's blob is deleted and the refusal explained from the
+        facts add_chunk answers, by the same rule as before the body (_admit)."""
         now = self._clock.now()
         try:
-            outcome = await self._store.add_chunk(
-                chunk, Event(Status.ACCEPTED, now, *DELIVERED), now + self._inbox_expiry
+            outcome, facts = await self._store.add_chunk(
+                chunk, upload, Event(Status.ACCEPTED, now, *DELIVERED), now + self._inbox_expiry
             )
         except BaseException:
             await asyncio.shield(self._drop(chunk))
             raise
-        if outcome in (ChunkOutcome.STORED, ChunkOutcome.COMPLETED):
-            if outcome is ChunkOutcome.COMPLETED:
-                self._metrics.messages_delivered.labels(self._metrics.workflow(message.workflow_id)).inc()
-                self._arrivals.notify(message.recipient.mailbox_id)
-            return outcome is ChunkOutcome.COMPLETED
+        if outcome is ChunkOutcome.STORED:
+            return False
+        if outcome is ChunkOutcome.COMPLETED:
+            if facts is not None:  # always, for a stored chunk
+                self._metrics.messages_delivered.labels(self._metrics.workflow(facts.workflow_id)).inc()
+                self._arrivals.notify(facts.recipient)
+            return True
         await self._drop(chunk)
-        if outcome is ChunkOutcome.NOT_FOUND:
-            raise BrokerError(ErrorCode.NOT_FOUND, message_id=message_id)
-        raise BrokerError(ErrorCode.CHUNK_FINALISED, message_id=message_id)
+        if _unrouted(_admit(chunk.message_id, chunk.number, upload, facts, chunk_size=chunk.size)):
+            return False  # its body dropped, answered as when the message is read first
+        # add_chunk refused what the rule takes: the two disagree, a fault of ours.
+        raise BrokerError(ErrorCode.INTERNAL, message_id=chunk.message_id)
+
+    async def _facts(self, message_id: str, number: int) -> ChunkFacts | None:
+        """The facts add_chunk would find, read: the message with the chunk n it would replace, in one read."""
+        message, replaced = await self._store.get_message_and_chunk(message_id, number)
+        return None if message is None else ChunkFacts.of(message, replaced)
 
     async def _store_chunk(self, message_id: str, number: int, meter: Meter) -> Chunk:
         """Store a chunk's body within the node's transfer memory budget, drawn on a piece at a time (_budgeted): a
@@ -558,15 +586,52 @@ def _checked(body: AsyncIterable[bytes], content_encoding: str, message_id: str 
     return GzipCheck(body, message_id) if content_encoding == "gzip" else body
 
 
-def _check_total(message: Message, total: int) -> None:
+def _admit(
+    message_id: str, number: int, upload: ChunkUpload, facts: ChunkFacts | None, chunk_size: int | None
+) -> ChunkFacts:
+    """The message's facts when it takes chunk n (an unrouted message takes it to drop it); else why not, raised.
+    The one rule of a chunk upload, in the order its errors are answered: applied to the message read before the
+    body (chunk_size None: the size is then bounded while the body streams) and to the facts add_chunk answers
+    when it refuses, whose statement checks the same rules."""
+    if facts is None:
+        raise BrokerError(ErrorCode.NOT_FOUND, message_id=message_id)
+    if (refused := _refusal(message_id, number, upload, facts, chunk_size)) is not None:
+        raise refused
+    return facts
+
+
+def _refusal(
+    message_id: str, number: int, upload: ChunkUpload, facts: ChunkFacts, chunk_size: int | None
+) -> BrokerError | None:
+    if facts.sender != upload.sender:
+        return BrokerError(ErrorCode.FORBIDDEN, message_id=message_id)
+    if _unrouted(facts):
+        if number > facts.total_chunks:
+            return BrokerError(ErrorCode.CHUNK_OUT_OF_RANGE, message_id=message_id)
+        return _total_refusal(message_id, facts, upload)
+    if facts.status is not Status.UPLOADING:
+        return BrokerError(ErrorCode.CHUNK_FINALISED, message_id=message_id)
+    if number > facts.total_chunks or facts.message_type is not MessageType.DATA:
+        return BrokerError(ErrorCode.CHUNK_OUT_OF_RANGE, message_id=message_id)
+    if (refused := _total_refusal(message_id, facts, upload)) is not None:
+        return refused
+    if upload.content_encoding != facts.content_encoding:
+        return BrokerError(ErrorCode.ENCODING_CHANGED, message_id=message_id)
+    if chunk_size is not None and facts.other_bytes + chunk_size > upload.max_message_bytes:
+        return BrokerError(ErrorCode.MESSAGE_TOO_LARGE, message_id=message_id)
+    return None
+
+
+def _total_refusal(message_id: str, facts: ChunkFacts, upload: ChunkUpload) -> BrokerError | None:
     """A later chunk's mex-Chunk-Range must declare the total chunk 1 declared (417 InvalidHeaderChunks)."""
-    if total != message.total_chunks:
-        raise BrokerError(
-            ErrorCode.INVALID_CHUNKS,
-            message_id=message.message_id,
-            description=f"Invalid chunk values sent in mex-Chunk-Range header: the message has "
-            f"{message.total_chunks} chunks, not {total}",
-        )
+    if upload.total_chunks == facts.total_chunks:
+        return None
+    return BrokerError(
+        ErrorCode.INVALID_CHUNKS,
+        message_id=message_id,
+        description=f"Invalid chunk values sent in mex-Chunk-Range header: the message has "
+        f"{facts.total_chunks} chunks, not {upload.total_chunks}",
+    )
 
 
 async def _budgeted(pieces: AsyncIterator[bytes], budget: MemoryBudget, most: int) -> AsyncGenerator[bytes, None]:

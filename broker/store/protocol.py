@@ -11,9 +11,9 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-from broker.models import Chunk, Event, Mailbox, Message, Patient, Workflow
+from broker.models import Chunk, Event, Mailbox, Message, MessageType, Patient, Status, Workflow
 
 
 class StoreError(Exception):
@@ -87,8 +87,58 @@ class NonDelivery:
 class ChunkOutcome(enum.Enum):
     STORED = "stored"
     COMPLETED = "completed"
-    NOT_UPLOADING = "not_uploading"
+    REFUSED = "refused"  # the message does not take the chunk (ChunkUpload's rules): nothing written
     NOT_FOUND = "not_found"
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkUpload:
+    """What a chunk's uploader says of the message it writes to, which add_chunk checks against the message row
+    it locks: that it is the sender, the total chunk count it declares and the chunk's content encoding; and the
+    most bytes the whole message may hold."""
+
+    sender: str
+    total_chunks: int
+    content_encoding: str
+    max_message_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkFacts:
+    """What a chunk upload's rules read of its message (Messaging decides from these which error a refused chunk
+    gets): from add_chunk's answer, or from a message read before the chunk's body (ChunkFacts.of)."""
+
+    sender: str
+    recipient: str
+    workflow_id: str
+    message_type: MessageType
+    status: Status
+    total_chunks: int
+    content_encoding: str
+    #: Bytes in the message's chunks other than the one being uploaded (a chunk sent again replaces its old bytes).
+    other_bytes: int
+
+    @classmethod
+    def of(cls, message: Message, replaced: Chunk | None) -> ChunkFacts:
+        """The facts of a message read with the chunk the upload would replace (None: not stored yet)."""
+        return cls(
+            message.sender.mailbox_id,
+            message.recipient.mailbox_id,
+            message.workflow_id,
+            message.message_type,
+            message.status,
+            message.total_chunks,
+            message.content_encoding,
+            message.file_size - (0 if replaced is None else replaced.size),
+        )
+
+
+class ChunkAnswer(NamedTuple):
+    """add_chunk's answer: the outcome and the message's facts as the statement found them (before its own
+    write); facts is None only for NOT_FOUND."""
+
+    outcome: ChunkOutcome
+    facts: ChunkFacts | None
 
 
 class MailboxLookup(Protocol):
@@ -162,12 +212,17 @@ class MessageStore(Protocol):
     async def get_message_and_chunk(self, message_id: str, number: int) -> tuple[Message | None, Chunk | None]:
         """The message (with its events) and one of its chunks together (the download path), in one read."""
 
-    async def add_chunk(self, chunk: Chunk, delivery: Event, expires_at: datetime) -> ChunkOutcome:
-        """Store chunk n of an uploading message; the last missing chunk delivers it: its status becomes the
-        delivery event's, delivered_at the event's time, expires_at as given, and the event is appended.
-        file_size is kept equal to the sum of the stored chunk sizes, while uploading too. Re-storing a chunk
-        replaces it and queues the replaced blob as an orphan. Chunks of one message at different nodes are
-        serialised. NOT_UPLOADING and NOT_FOUND change nothing."""
+    async def add_chunk(self, chunk: Chunk, upload: ChunkUpload, delivery: Event, expires_at: datetime) -> ChunkAnswer:
+        """Store chunk n of an uploading message when the message takes it: it is a DATA message still uploading,
+        upload.sender is its sender, n <= its total_chunks, upload.total_chunks equals its total_chunks,
+        upload.content_encoding its encoding, and its other chunks' bytes plus this one's are at most
+        upload.max_message_bytes (a chunk sent before is replaced, so its old bytes do not count). The last missing
+        chunk delivers the message: its status becomes the delivery event's, delivered_at the event's time,
+        expires_at as given, and the event is appended. file_size is kept equal to the sum of the stored chunk
+        sizes, while uploading too. Re-storing a chunk replaces it and queues the replaced blob as an orphan. Chunks
+        of one message at different nodes are serialised, and these rules are checked on the message as the write
+        finds it. REFUSED and NOT_FOUND change nothing; every answer but NOT_FOUND carries the message's facts as
+        they were before the write. One statement: on PostgreSQL one round trip, unless chunks of the message race."""
 
     async def acknowledge(self, message_id: str, recipient: str, event: Event) -> str | None:
         """Move an accepted message addressed to recipient (a mailbox ID) to the event's status (acknowledged_at

@@ -29,7 +29,8 @@ from broker.store import transactions as tx
 from broker.store.directory_cache import DirectoryCache
 from broker.store.protocol import (
     Box,
-    ChunkOutcome,
+    ChunkAnswer,
+    ChunkUpload,
     IdempotencyKey,
     InboxCursor,
     KeyedSend,
@@ -128,8 +129,8 @@ class SqlStore:
     async def get_message_and_chunk(self, message_id: str, number: int) -> tuple[Message | None, Chunk | None]:
         return await self._lookup(tx.get_message_and_chunk, self._times, message_id, number)
 
-    async def add_chunk(self, chunk: Chunk, delivery: Event, expires_at: datetime) -> ChunkOutcome:
-        return await self._single(tx.add_chunk, chunk, delivery, expires_at)
+    async def add_chunk(self, chunk: Chunk, upload: ChunkUpload, delivery: Event, expires_at: datetime) -> ChunkAnswer:
+        return await self._single(tx.add_chunk, chunk, upload, delivery, expires_at)
 
     async def acknowledge(self, message_id: str, recipient: str, event: Event) -> str | None:
         return await self._single(tx.acknowledge, message_id, recipient, event)

@@ -18,11 +18,14 @@ from collections.abc import Callable, Generator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
-from broker.models import Chunk, Event, Mailbox, Message, Patient, Status, Workflow
+from broker.models import Chunk, Event, Mailbox, Message, MessageType, Patient, Status, Workflow
 from broker.store import paging
 from broker.store.protocol import (
     Box,
+    ChunkAnswer,
+    ChunkFacts,
     ChunkOutcome,
+    ChunkUpload,
     IdempotencyKey,
     InboxCursor,
     KeyedSend,
@@ -237,11 +240,12 @@ def _joined_message(times: Times, found: list[Any]) -> Message | None:
 CHUNK_ATTEMPTS = 100
 
 
-def add_chunk(chunk: Chunk, delivery: Event, expires_at: datetime) -> Plan[ChunkOutcome]:
-    """Store chunk n of an uploading message (a chunk sent before is replaced, its blob queued as an orphan); the
-    last missing one delivers the message with `delivery` (its time is the delivery's). The statement locks the
-    message row, so chunks of one message at different nodes queue; one that finds the row changed since its
-    snapshot writes nothing and is run again."""
+def add_chunk(chunk: Chunk, upload: ChunkUpload, delivery: Event, expires_at: datetime) -> Plan[ChunkAnswer]:
+    """Store chunk n of an uploading message that takes it (the rules of ChunkUpload, checked by the statement on
+    the row it locks; a chunk sent before is replaced, its blob queued as an orphan); the last missing one delivers
+    the message with `delivery` (its time is the delivery's). The statement answers the message's facts whatever
+    it did, so a refusal needs no second read to be explained. It locks the message row, so chunks of one message
+    at different nodes queue; one that finds the row changed since its snapshot writes nothing and is run again."""
     at = delivery.timestamp
     params = (
         *chunk_values(chunk),
@@ -250,17 +254,25 @@ def add_chunk(chunk: Chunk, delivery: Event, expires_at: datetime) -> Plan[Chunk
         at,
         expires_at,
         *_event_values(delivery),
+        upload.sender,
+        upload.total_chunks,
+        upload.content_encoding,
+        upload.max_message_bytes,
+        MessageType.DATA.value,
     )
     for _attempt in range(CHUNK_ATTEMPTS):
         found = yield row("add_chunk", *params)
         if found is None:
-            return ChunkOutcome.NOT_FOUND
-        status, fresh, delivered = found
+            return ChunkAnswer(ChunkOutcome.NOT_FOUND, None)
+        fresh, stored, delivered, sender, recipient, workflow_id, kind, status, total, encoding, others = found
         if not fresh:
             continue
-        if status != Status.UPLOADING:
-            return ChunkOutcome.NOT_UPLOADING
-        return ChunkOutcome.COMPLETED if delivered else ChunkOutcome.STORED
+        facts = ChunkFacts(
+            sender, recipient, workflow_id, MessageType(kind), Status(status), total, encoding, int(others)
+        )
+        if not stored:
+            return ChunkAnswer(ChunkOutcome.REFUSED, facts)
+        return ChunkAnswer(ChunkOutcome.COMPLETED if delivered else ChunkOutcome.STORED, facts)
     raise StoreError(f"message {chunk.message_id} kept changing while chunk {chunk.number} was stored")
 
 

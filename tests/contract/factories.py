@@ -8,7 +8,7 @@ from typing import Any
 
 from broker.models import Chunk, Event, Mailbox, Message, MessageMeta, MessageType, Party, Status, Workflow
 from broker.services.messaging import DELIVERED
-from broker.store.protocol import MetadataStore
+from broker.store.protocol import ChunkUpload, MetadataStore
 
 #: A time with microseconds, so stores that drop precision fail loudly.
 T0 = datetime(2025, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
@@ -91,6 +91,14 @@ def uploading(mid: str, total_chunks: int, *, created_at: datetime = T0, **kw: A
 
 def chunk(mid: str, number: int, size: int = 10, suffix: str = "a") -> Chunk:
     return Chunk(mid, number, blob_key(mid, number, suffix), size)
+
+
+def upload(
+    total_chunks: int, *, sender: str = "ALICE", content_encoding: str = "", max_message_bytes: int = 10**12
+) -> ChunkUpload:
+    """What the sender of an uploading() message says of it when it uploads a chunk (what Messaging passes to
+    add_chunk): the message takes a chunk this describes, if its size fits."""
+    return ChunkUpload(sender, total_chunks, content_encoding, max_message_bytes)
 
 
 async def deliver(store: MetadataStore, mid: str, **kw: Any) -> Message:

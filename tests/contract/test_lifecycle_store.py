@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from broker.models import CENTRAL_SYSTEM, Chunk, Event, Message, MessageMeta, MessageType, Status
-from broker.store.protocol import Box, MetadataStore, NonDelivery, Undeliverable
+from broker.store.protocol import Box, ChunkOutcome, MetadataStore, NonDelivery, Undeliverable
 from tests.contract.factories import (
     EXPIRY,
     T0,
@@ -20,6 +20,7 @@ from tests.contract.factories import (
     mailbox,
     message_id,
     party,
+    upload,
     uploading,
 )
 from tests.contract.test_metadata_store import take_all_orphans
@@ -136,7 +137,8 @@ async def test_concurrent_claims_of_one_batch_store_each_report_once(store: Meta
 async def test_abandon_uploads_fails_old_uploads_and_releases_their_chunks(store: MetadataStore) -> None:
     old, recent = message_id(1), message_id(2)
     await store.create_message(uploading(old, 3, created_at=T0), chunk(old, 1))
-    assert await store.add_chunk(chunk(old, 2), delivery_event(T0 + HOUR), T0 + EXPIRY) is not None
+    stored = await store.add_chunk(chunk(old, 2), upload(3), delivery_event(T0 + HOUR), T0 + EXPIRY)
+    assert stored.outcome is ChunkOutcome.STORED
     await store.create_message(uploading(recent, 3, created_at=T0 + 2 * HOUR), chunk(recent, 1))
     await deliver(store, message_id(3), delivered_at=T0 - HOUR)
 

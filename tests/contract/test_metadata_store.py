@@ -27,6 +27,7 @@ from tests.contract.factories import (
     delivery_event,
     mailbox,
     message_id,
+    upload,
     uploading,
     workflow,
 )
@@ -243,7 +244,9 @@ async def test_get_message_and_chunk_with_several_events_and_inline_bytes(store:
     mid = message_id(1)
     await store.create_message(uploading(mid, 2), chunk(mid, 1, 5))
     inline = Chunk.inline(mid, 2, b"last bytes", "ab" * 32)
-    assert await store.add_chunk(inline, delivery_event(T0 + SECOND), T0 + EXPIRY) is ChunkOutcome.COMPLETED
+    assert (
+        await store.add_chunk(inline, upload(2), delivery_event(T0 + SECOND), T0 + EXPIRY)
+    ).outcome is ChunkOutcome.COMPLETED
     assert await store.append_event(mid, Event(Status.ACCEPTED, T0 + 2 * SECOND, "TRANSFER", "00", "again"))
     message, got = await store.get_message_and_chunk(mid, 2)
     assert got == inline
@@ -272,13 +275,17 @@ async def test_add_chunk_outcomes_and_delivery(store: MetadataStore) -> None:
     at = T0 + timedelta(minutes=3, microseconds=5)
     expires = at + EXPIRY
 
-    assert await store.add_chunk(chunk(mid, 2, 20), delivery_event(at - SECOND), expires) is ChunkOutcome.STORED
+    assert (
+        await store.add_chunk(chunk(mid, 2, 20), upload(3), delivery_event(at - SECOND), expires)
+    ).outcome is ChunkOutcome.STORED
     pending = await store.get_message(mid)
     assert pending is not None and pending.status is Status.UPLOADING and pending.delivered_at is None
     assert pending.file_size == 10 + 20  # the running total of stored chunks, while uploading too
     assert await inbox_ids(store) == []
 
-    assert await store.add_chunk(chunk(mid, 3, 33), delivery_event(at), expires) is ChunkOutcome.COMPLETED
+    assert (
+        await store.add_chunk(chunk(mid, 3, 33), upload(3), delivery_event(at), expires)
+    ).outcome is ChunkOutcome.COMPLETED
     done = await store.get_message(mid)
     assert done is not None
     assert done.status is Status.ACCEPTED
@@ -289,16 +296,17 @@ async def test_add_chunk_outcomes_and_delivery(store: MetadataStore) -> None:
     assert await inbox_ids(store) == [mid]
     assert await store.count_inbox("BOB") == 1
 
-    assert (
-        await store.add_chunk(chunk(mid, 2, 99, suffix="late"), delivery_event(at + SECOND), expires)
-        is ChunkOutcome.NOT_UPLOADING
-    )
+    late = await store.add_chunk(chunk(mid, 2, 99, suffix="late"), upload(3), delivery_event(at + SECOND), expires)
+    assert late.outcome is ChunkOutcome.REFUSED
+    assert late.facts is not None and late.facts.status is Status.ACCEPTED
     assert await store.get_message(mid) == done
     assert await store.get_message_and_chunk(mid, 2) == (done, chunk(mid, 2, 20))
     assert await take_all_orphans(store) == []
 
     missing = message_id(2)
-    assert await store.add_chunk(chunk(missing, 2), delivery_event(at), expires) is ChunkOutcome.NOT_FOUND
+    assert (
+        await store.add_chunk(chunk(missing, 2), upload(2), delivery_event(at), expires)
+    ).outcome is ChunkOutcome.NOT_FOUND
     assert await store.get_message(missing) is None
 
 
@@ -306,7 +314,10 @@ async def test_add_chunk_outcomes_and_delivery(store: MetadataStore) -> None:
 async def test_delivery_waits_for_every_chunk_whatever_the_order(store: MetadataStore, order: tuple[int, ...]) -> None:
     mid = message_id(1)
     await store.create_message(uploading(mid, 4), chunk(mid, 1, 1))
-    outcomes = [await store.add_chunk(chunk(mid, n, n), delivery_event(T0 + n * SECOND), T0 + EXPIRY) for n in order]
+    outcomes = [
+        (await store.add_chunk(chunk(mid, n, n), upload(4), delivery_event(T0 + n * SECOND), T0 + EXPIRY)).outcome
+        for n in order
+    ]
     assert outcomes == [ChunkOutcome.STORED, ChunkOutcome.STORED, ChunkOutcome.COMPLETED]
     done = await store.get_message(mid)
     assert done is not None and done.status is Status.ACCEPTED
@@ -318,15 +329,17 @@ async def test_re_adding_a_chunk_replaces_it_and_orphans_the_old_blob(store: Met
     mid = message_id(1)
     await store.create_message(uploading(mid, 3), chunk(mid, 1, 10))
     first, second = chunk(mid, 2, 20, suffix="a"), chunk(mid, 2, 25, suffix="b")
-    assert await store.add_chunk(first, delivery_event(T0), T0 + EXPIRY) is ChunkOutcome.STORED
-    assert await store.add_chunk(second, delivery_event(T0), T0 + EXPIRY) is ChunkOutcome.STORED
+    assert (await store.add_chunk(first, upload(3), delivery_event(T0), T0 + EXPIRY)).outcome is ChunkOutcome.STORED
+    assert (await store.add_chunk(second, upload(3), delivery_event(T0), T0 + EXPIRY)).outcome is ChunkOutcome.STORED
     message, stored = await store.get_message_and_chunk(mid, 2)
     assert stored == second
     assert message is not None and message.status is Status.UPLOADING
     assert await store.take_orphan_blobs(10) == [first.blob_key]
     assert await store.take_orphan_blobs(10) == []
 
-    assert await store.add_chunk(chunk(mid, 3, 30), delivery_event(T0), T0 + EXPIRY) is ChunkOutcome.COMPLETED
+    assert (
+        await store.add_chunk(chunk(mid, 3, 30), upload(3), delivery_event(T0), T0 + EXPIRY)
+    ).outcome is ChunkOutcome.COMPLETED
     done = await store.get_message(mid)
     assert done is not None and done.file_size == 10 + 25 + 30
 
@@ -334,8 +347,12 @@ async def test_re_adding_a_chunk_replaces_it_and_orphans_the_old_blob(store: Met
 async def test_re_adding_a_chunk_with_the_same_key_orphans_nothing(store: MetadataStore) -> None:
     mid = message_id(1)
     await store.create_message(uploading(mid, 3), chunk(mid, 1, 10))
-    assert await store.add_chunk(chunk(mid, 2, 20), delivery_event(T0), T0 + EXPIRY) is ChunkOutcome.STORED
-    assert await store.add_chunk(chunk(mid, 2, 20), delivery_event(T0), T0 + EXPIRY) is ChunkOutcome.STORED
+    assert (
+        await store.add_chunk(chunk(mid, 2, 20), upload(3), delivery_event(T0), T0 + EXPIRY)
+    ).outcome is ChunkOutcome.STORED
+    assert (
+        await store.add_chunk(chunk(mid, 2, 20), upload(3), delivery_event(T0), T0 + EXPIRY)
+    ).outcome is ChunkOutcome.STORED
     assert await take_all_orphans(store) == []
 
 
@@ -574,7 +591,7 @@ async def _three_messages(store: MetadataStore) -> dict[str, list[str]]:
     """ALICE->BOB (chunked, 2 chunks), CAROL->ALICE, CAROL->DAVE; returns the blob keys per message."""
     to_bob, to_alice, to_dave = message_id(1), message_id(2), message_id(3)
     await store.create_message(uploading(to_bob, 2), chunk(to_bob, 1))
-    await store.add_chunk(chunk(to_bob, 2), delivery_event(T0), T0 + EXPIRY)
+    await store.add_chunk(chunk(to_bob, 2), upload(2), delivery_event(T0), T0 + EXPIRY)
     await deliver(store, to_alice, sender="CAROL", recipient="ALICE")
     await deliver(store, to_dave, sender="CAROL", recipient="DAVE")
     return {
@@ -627,9 +644,13 @@ async def test_chunk_digests_round_trip_and_follow_a_re_upload(store: MetadataSt
     await store.create_message(uploading(mid, 3), first)
     assert (await store.get_message_and_chunk(mid, 1))[1] == first
     second = replace(chunk(mid, 2, 7), sha256="b" * 64)
-    assert await store.add_chunk(second, delivery_event(T0 + SECOND), T0 + EXPIRY) is ChunkOutcome.STORED
+    assert (
+        await store.add_chunk(second, upload(3), delivery_event(T0 + SECOND), T0 + EXPIRY)
+    ).outcome is ChunkOutcome.STORED
     resent = replace(chunk(mid, 2, 8, suffix="b"), sha256="c" * 64)
-    assert await store.add_chunk(resent, delivery_event(T0 + 2 * SECOND), T0 + EXPIRY) is ChunkOutcome.STORED
+    assert (
+        await store.add_chunk(resent, upload(3), delivery_event(T0 + 2 * SECOND), T0 + EXPIRY)
+    ).outcome is ChunkOutcome.STORED
     assert (await store.get_message_and_chunk(mid, 2))[1] == resent
 
 

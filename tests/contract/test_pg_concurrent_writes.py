@@ -17,7 +17,7 @@ from broker.devsupport import pg_server
 from broker.models import Event, Status
 from broker.store.postgres import PostgresStore
 from broker.store.protocol import ChunkOutcome
-from tests.contract.factories import EXPIRY, T0, chunk, deliver, delivery_event, uploading
+from tests.contract.factories import EXPIRY, T0, chunk, deliver, delivery_event, upload, uploading
 
 SECOND = timedelta(seconds=1)
 
@@ -90,9 +90,12 @@ async def test_concurrent_chunks_of_one_message_deliver_it_once(store: PostgresS
     total = WRITERS + 1
     await store.create_message(uploading(mid, total), chunk(mid, 1, 1))
     outcomes = await _together(
-        *(store.add_chunk(chunk(mid, n, n), delivery_event(T0 + SECOND), T0 + EXPIRY) for n in range(2, total + 1))
+        *(
+            store.add_chunk(chunk(mid, n, n), upload(total), delivery_event(T0 + SECOND), T0 + EXPIRY)
+            for n in range(2, total + 1)
+        )
     )
-    assert sorted(o.value for o in outcomes) == sorted(
+    assert sorted(o.outcome.value for o in outcomes) == sorted(
         [ChunkOutcome.COMPLETED.value] + [ChunkOutcome.STORED.value] * (total - 2)
     )
     message = await store.get_message(mid)
@@ -106,8 +109,8 @@ async def test_one_chunk_sent_again_and_again_at_once_leaves_every_replaced_blob
     mid = "20250304050607000004_000004"
     await store.create_message(uploading(mid, 3), chunk(mid, 1, 1))
     copies = [chunk(mid, 2, 20, suffix=f"copy{n}") for n in range(WRITERS)]
-    outcomes = await _together(*(store.add_chunk(c, delivery_event(T0), T0 + EXPIRY) for c in copies))
-    assert outcomes == [ChunkOutcome.STORED] * WRITERS
+    outcomes = await _together(*(store.add_chunk(c, upload(3), delivery_event(T0), T0 + EXPIRY) for c in copies))
+    assert [o.outcome for o in outcomes] == [ChunkOutcome.STORED] * WRITERS
     kept = await store.pool.fetchval(
         "SELECT blob_key FROM message_chunks WHERE message_id = $1 AND chunk_number = 2", mid
     )

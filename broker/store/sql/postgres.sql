@@ -72,23 +72,28 @@ FROM message m, unnest(?26::text[], ?27::timestamptz[], ?28::text[], ?29::text[]
     WITH ORDINALITY AS e (status, at, event, code, description, linked_message_id, seq);
 
 -- name: add_chunk
--- Store chunk ?2 of a message still in status ?7 (replacing one sent before, whose blob is queued as an orphan)
--- and, when it was the last missing one, deliver the message (status ?8, its delivery event). Answers the status
--- the locked row had, whether that row is the one this statement's snapshot saw (when not, another writer changed
--- the message meanwhile, nothing was written and the plan runs the statement again), and whether it delivered;
--- no row for an unknown message.
+-- Store chunk ?2 of a message that takes it (replacing one sent before, whose blob is queued as an orphan) and,
+-- when it was the last missing one, deliver the message (status ?8, its delivery event). It takes it when it is a
+-- message of type ?19 still in status ?7, sent by ?15, with ?2 <= its total chunks, ?16 chunks, encoding ?17, and its
+-- other chunks' bytes plus ?4 are at most ?18. Answers whether the locked row is the one this statement's snapshot
+-- saw (when not, another writer changed the message meanwhile, nothing was written and the plan runs the statement
+-- again), whether the chunk was stored and whether it delivered, then the message's facts as locked (the plan's
+-- ChunkFacts, for the service to explain a refusal); no row for an unknown message.
 WITH locked AS (
-    SELECT status, total_chunks, xmin = (SELECT xmin FROM messages WHERE message_id = ?1) AS fresh
+    SELECT sender, recipient, workflow_id, message_type, status, total_chunks, content_encoding,
+        xmin = (SELECT xmin FROM messages WHERE message_id = ?1) AS fresh
     FROM messages WHERE message_id = ?1 FOR UPDATE
-), open AS (
-    SELECT total_chunks FROM locked WHERE fresh AND status = ?7
-), previous AS (
-    SELECT blob_key FROM message_chunks WHERE message_id = ?1 AND chunk_number = ?2
 ), others AS (
     SELECT count(*) AS stored, coalesce(sum(size), 0) AS size
     FROM message_chunks WHERE message_id = ?1 AND chunk_number <> ?2
+), open AS (
+    SELECT l.total_chunks, o.stored, o.size FROM locked l, others o
+    WHERE l.fresh AND l.status = ?7 AND l.message_type = ?19 AND l.sender = ?15 AND ?2 <= l.total_chunks
+        AND l.total_chunks = ?16 AND l.content_encoding = ?17 AND o.size + ?4 <= ?18::bigint
+), previous AS (
+    SELECT blob_key FROM message_chunks WHERE message_id = ?1 AND chunk_number = ?2
 ), decided AS (
-    SELECT o.stored + 1 >= p.total_chunks AS complete, o.size + ?4 AS size FROM open p, others o
+    SELECT stored + 1 >= total_chunks AS complete, size + ?4 AS size FROM open
 ), orphan AS (
     INSERT INTO orphan_blobs (blob_key, since)
     SELECT previous.blob_key, ?9 FROM previous, open WHERE previous.blob_key NOT IN ('', ?3)
@@ -112,7 +117,9 @@ WITH locked AS (
     INSERT INTO message_events (message_id, seq, status, at, event, code, description, linked_message_id)
     SELECT ?1, event_count, ?8, ?9, ?11, ?12, ?13, ?14 FROM progress WHERE complete
 )
-SELECT status, fresh, coalesce((SELECT complete FROM progress), false) FROM locked;
+SELECT l.fresh, EXISTS (SELECT FROM open), coalesce((SELECT complete FROM progress), false),
+    l.sender, l.recipient, l.workflow_id, l.message_type, l.status, l.total_chunks, l.content_encoding, o.size
+FROM locked l, others o;
 
 -- name: acknowledge
 -- Move message ?3 from status ?4 to ?1 and append that event, in one statement, when recipient ?9 is its recipient;

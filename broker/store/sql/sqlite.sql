@@ -63,15 +63,27 @@ JOIN json_each(?29) c ON c.key = s.key JOIN json_each(?30) d ON d.key = s.key
 JOIN json_each(?31) l ON l.key = s.key;
 
 -- name: add_chunk
--- Store chunk ?2 of a message still in status ?7 (replacing one sent before, whose blob is queued as an orphan)
--- and, when it was the last missing one, deliver the message (status ?8, its delivery event). Answers the status
--- the message had, 1 (the single writer: the row read is always the row changed) and whether it delivered.
+-- Store chunk ?2 of a message that takes it (replacing one sent before, whose blob is queued as an orphan) and,
+-- when it was the last missing one, deliver the message (status ?8, its delivery event). The rule is postgres.sql's
+-- (a message of type ?19 in status ?7, sent by ?15, ?2 <= its ?16 chunks, encoding ?17, its other chunks' bytes
+-- plus ?4 at most ?18), written out in the orphan's and the chunk's statements (the update and the event follow the
+-- chunk's through changes()) and again in the answer: no write before it changes the rule's inputs but the status,
+-- which the answer reads through changes(). Answers 1 (the single writer: the row read is always the row changed),
+-- whether the chunk was stored and whether it delivered, then the message's facts as they were before (as
+-- postgres.sql's does).
 INSERT INTO orphan_blobs (blob_key, since)
 SELECT c.blob_key, ?9 FROM message_chunks c JOIN messages m ON m.message_id = c.message_id
-WHERE c.message_id = ?1 AND c.chunk_number = ?2 AND m.status = ?7 AND c.blob_key NOT IN ('', ?3)
+WHERE c.message_id = ?1 AND c.chunk_number = ?2 AND c.blob_key NOT IN ('', ?3) AND m.status = ?7
+    AND m.message_type = ?19 AND m.sender = ?15 AND ?2 <= m.total_chunks AND m.total_chunks = ?16
+    AND m.content_encoding = ?17
+    AND (SELECT coalesce(sum(size), 0) FROM message_chunks WHERE message_id = ?1 AND chunk_number <> ?2) + ?4 <= ?18
 ON CONFLICT DO NOTHING;
 INSERT INTO message_chunks (message_id, chunk_number, blob_key, size, sha256, data)
-SELECT ?1, ?2, ?3, ?4, ?5, ?6 FROM messages WHERE message_id = ?1 AND status = ?7
+SELECT ?1, ?2, ?3, ?4, ?5, ?6 FROM messages m
+WHERE m.message_id = ?1 AND m.status = ?7
+    AND m.message_type = ?19 AND m.sender = ?15 AND ?2 <= m.total_chunks AND m.total_chunks = ?16
+    AND m.content_encoding = ?17
+    AND (SELECT coalesce(sum(size), 0) FROM message_chunks WHERE message_id = ?1 AND chunk_number <> ?2) + ?4 <= ?18
 ON CONFLICT (message_id, chunk_number) DO UPDATE SET
     blob_key = excluded.blob_key, size = excluded.size, sha256 = excluded.sha256, data = excluded.data;
 UPDATE messages SET
@@ -82,11 +94,19 @@ UPDATE messages SET
     status_at = CASE WHEN t.stored >= total_chunks THEN ?9 ELSE status_at END,
     event_count = event_count + (t.stored >= total_chunks)
 FROM (SELECT count(*) AS stored, coalesce(sum(size), 0) AS size FROM message_chunks WHERE message_id = ?1) AS t
-WHERE message_id = ?1 AND status = ?7;
+WHERE message_id = ?1 AND changes() = 1;
 INSERT INTO message_events (message_id, seq, status, at, event, code, description, linked_message_id)
 SELECT message_id, event_count, ?8, ?9, ?11, ?12, ?13, ?14 FROM messages
 WHERE message_id = ?1 AND status = ?8 AND changes() = 1;
-SELECT CASE WHEN changes() = 1 THEN ?7 ELSE status END, 1, changes() = 1 FROM messages WHERE message_id = ?1;
+SELECT 1,
+    m.message_type = ?19 AND m.sender = ?15 AND ?2 <= m.total_chunks AND m.total_chunks = ?16
+    AND m.content_encoding = ?17 AND o.size + ?4 <= ?18 AND (m.status = ?7 OR changes() = 1),
+    changes() = 1,
+    m.sender, m.recipient, m.workflow_id, m.message_type, CASE WHEN changes() = 1 THEN ?7 ELSE m.status END,
+    m.total_chunks, m.content_encoding, o.size
+FROM messages m,
+    (SELECT coalesce(sum(size), 0) AS size FROM message_chunks WHERE message_id = ?1 AND chunk_number <> ?2) AS o
+WHERE m.message_id = ?1;
 
 -- name: acknowledge
 -- Move message ?3 from status ?4 to ?1 and append that event when recipient ?9 is its recipient; answers its
