@@ -498,7 +498,14 @@ def run_case(result: Result, payload: Payload, parent: Path, args: argparse.Name
             port = free_port()
             base = f"http://127.0.0.1:{port}/messageexchange"
             if result.pythonpath:
-                backend_env = {**backend_env, **result.variant_env, "PYTHONPATH": result.pythonpath}
+                # PYTHONSAFEPATH: `python -m broker` puts the working directory on sys.path ahead of PYTHONPATH, so
+                # run from a checkout, every variant would otherwise import that checkout's broker.
+                backend_env = {
+                    **backend_env,
+                    **result.variant_env,
+                    "PYTHONPATH": result.pythonpath,
+                    "PYTHONSAFEPATH": "1",
+                }
             broker = start_broker(data_dir, port, backend_env)
             sampler = RssSampler(broker.pid)
             try:

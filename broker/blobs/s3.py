@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import io
+import itertools
 import logging
 import random
 from collections.abc import AsyncIterable, AsyncIterator
@@ -31,8 +34,10 @@ MAX_PART_SIZE = 5 * 1024 * MiB
 #: S3 numbers parts 1..10000; past that a blob needs a larger part_size.
 MAX_PARTS = 10_000
 #: Parts of one blob on their way to S3 at once: one connection's throughput is bounded by its round trips and
-#: S3's per-request speed, several in parallel fill the link; each costs about two part_size of memory.
+#: S3's per-request speed, several in parallel fill the link; each costs one part_size of memory (see _Part).
 PART_CONCURRENCY = 4
+#: What a part's small pieces are joined up to on their way to the socket (aiohttp's own step for a file body).
+SEND_STEP = 256 * 1024
 #: Error codes S3 (and compatible stores) use for a missing object; HeadObject has no body, hence the bare 404.
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 #: CRC32 on every part and on the whole upload, the way s3transfer does it: S3 then verifies what it stored.
@@ -42,7 +47,8 @@ CHECKSUM = "CRC32"
 #: 504 answers, waiting a random 0..2^(n-1) s (at most 20 s) before retry n, and draws on a per-client quota
 #: (500 units, 5 a retry, 10 after a timeout; refilled by successes) that stops retrying when most requests fail,
 #: so a store that is down fails fast instead of multiplying its load.
-#: Every body the store sends is bytes in memory, so a retried request resends exactly what the first sent.
+#: Every body the store sends is immutable bytes in memory (a _Part), so a retried request resends exactly what the
+#: first sent.
 RETRY_MODE = "standard"
 #: The longest wait before a retry in that mode, seconds; a GetObject stream that breaks is resumed on the same terms.
 MAX_BACKOFF_SECONDS = 20.0
@@ -138,8 +144,9 @@ class S3BlobStore:
 
     @property
     def transfer_buffer_bytes(self) -> int:
-        # The part being gathered, and each part in flight with botocore's copy of it while it is sent.
-        return (2 * self._part_concurrency + 1) * self._part_size
+        # The part being gathered and each part in flight, each held once (as the pieces it arrived in, see _Part),
+        # each at most one piece over part_size; what botocore and aiohttp copy from them is a piece at a time.
+        return (self._part_concurrency + 1) * self._part_size
 
     async def open_file(self, key: str) -> BinaryIO | None:
         self._key(key)  # an invalid key is refused here as by every other call
@@ -198,8 +205,8 @@ class S3BlobStore:
     async def put(self, key: str, data: AsyncIterable[bytes]) -> int:
         name = self._key(key)
         client = self._s3
-        # Pieces are joined once per part: growing one bytearray would reallocate, and botocore copies the
-        # body into a BytesIO anyway, so a part costs about twice part_size at its peak.
+        # A part is the pieces as they arrived, never joined into one buffer (see _Part): the part being gathered
+        # and the parts in flight are each held once, so a put holds at most transfer_buffer_bytes.
         pending: list[bytes] = []
         pending_size = 0
         size = 0
@@ -213,22 +220,22 @@ class S3BlobStore:
                 if pending_size >= self._part_size:
                     if upload is None:
                         upload = _MultipartUpload(self, name, await self._start_upload(name), self._part_concurrency)
-                    body = b"".join(pending)
-                    pending.clear()
+                    part = _Part(pending)
+                    pending = []
                     pending_size = 0
-                    await upload.add(body)
-                    del body
+                    await upload.add(part)
+                    del part
             if upload is None:
                 async with _Translate("PutObject", self.bucket, name):
                     await client.put_object(
-                        Bucket=self.bucket, Key=name, Body=b"".join(pending), ChecksumAlgorithm=CHECKSUM
+                        Bucket=self.bucket, Key=name, Body=_Part(pending), ChecksumAlgorithm=CHECKSUM
                     )
                 return size
             if pending:
-                body = b"".join(pending)
-                pending.clear()
-                await upload.add(body)
-                del body
+                part = _Part(pending)
+                pending = []
+                await upload.add(part)
+                del part
             await upload.complete()
         except BaseException:
             if upload is not None:
@@ -251,7 +258,7 @@ class S3BlobStore:
             response = await self._s3.create_multipart_upload(Bucket=self.bucket, Key=name, ChecksumAlgorithm=CHECKSUM)
         return str(response["UploadId"])
 
-    async def _upload_part(self, name: str, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
+    async def _upload_part(self, name: str, upload_id: str, number: int, body: _Part) -> dict[str, Any]:
         if number > MAX_PARTS:
             raise BlobError(f"blob {name!r} needs more than {MAX_PARTS} parts of {self._part_size} bytes")
         async with _Translate(f"UploadPart {number}", self.bucket, name):
@@ -397,7 +404,7 @@ class _MultipartUpload:
         self._failure: BaseException | None = None
         self._numbered = 0
 
-    async def add(self, body: bytes) -> None:
+    async def add(self, body: _Part) -> None:
         """Start sending body as the next part once a slot is free; a part that failed meanwhile raises here."""
         self._raise_failure()
         await self._slots.acquire()
@@ -428,7 +435,7 @@ class _MultipartUpload:
             await asyncio.wait(running)
         await self._store._abort(self._name, self._upload_id)
 
-    async def _send(self, number: int, body: bytes) -> None:
+    async def _send(self, number: int, body: _Part) -> None:
         try:
             self._parts.append(await self._store._upload_part(self._name, self._upload_id, number, body))
         except asyncio.CancelledError:
@@ -442,6 +449,77 @@ class _MultipartUpload:
     def _raise_failure(self) -> None:
         if self._failure is not None:
             raise self._failure
+
+
+class _Part:
+    """One request body (a part, or a small blob's PutObject) as the pieces it arrived in, read-only.
+
+    botocore turns a bytes body into a BytesIO, and aiohttp sends a BytesIO after asking for its buffer
+    (BytesIO.getbuffer), which copies the whole part: each part in flight would be held twice. This body is neither
+    bytes nor an io.IOBase. botocore reads it as a seekable file: its CRC32 (S3 checks it), over plain HTTP the
+    payload's SHA-256 for the signature, and over HTTPS the aws-chunked stream that carries the CRC32 as a trailer,
+    each a piece at a time, seeking back to the start before each read and before a retry. aiohttp, where it is
+    the body itself (plain HTTP), sends it as an async iterable: the pieces themselves, immutable, without a copy,
+    under the Content-Length botocore set. So a part costs its own bytes once, plus a piece while it is read."""
+
+    def __init__(self, pieces: list[bytes]):
+        self._pieces = pieces
+        #: Where each piece starts in the body, and the body's length last.
+        self._starts = [0, *itertools.accumulate(len(piece) for piece in pieces)]
+        self._position = 0
+
+    @property
+    def size(self) -> int:
+        return self._starts[-1]
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        bases = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}
+        if whence not in bases:
+            raise ValueError(f"invalid whence {whence}")
+        base = bases[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._position = base + offset
+        return self._position
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = self.size if size is None or size < 0 else min(self.size, self._position + size)
+        if self._position >= end:
+            return b""
+        found: list[bytes] = []
+        index = bisect.bisect_right(self._starts, self._position) - 1
+        while self._position < end:
+            start, piece = self._starts[index], self._pieces[index]
+            take = piece[self._position - start : end - start]  # the piece itself (no copy) when taken whole
+            found.append(take)
+            self._position += len(take)
+            index += 1
+        return found[0] if len(found) == 1 else b"".join(found)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        # aiohttp's sending of this body (plain HTTP): from where botocore left the position (the start), with
+        # its own cursor, so an earlier attempt's writer that still runs cannot move it. Small pieces (a slow
+        # client's) are joined up to SEND_STEP, so that a part is not thousands of tiny socket writes; a piece that
+        # large already goes as it is.
+        position = self._position
+        index = bisect.bisect_right(self._starts, position) - 1
+        batch: list[bytes] = []
+        batched = 0
+        while position < self.size:
+            piece = self._pieces[index]
+            take = piece[position - self._starts[index] :]
+            position += len(take)
+            index += 1
+            batch.append(take)
+            batched += len(take)
+            if batched >= SEND_STEP:
+                yield batch[0] if len(batch) == 1 else b"".join(batch)
+                batch, batched = [], 0
+        if batched:
+            yield batch[0] if len(batch) == 1 else b"".join(batch)
 
 
 def _stream_broke(exc: Exception) -> bool:

@@ -1,20 +1,29 @@
-"""S3-specific behaviour of S3BlobStore against moto's server: multipart, abort, prefix, errors and bounded memory."""
+"""S3BlobStore against moto's server: multipart, abort, prefix, errors, bounded memory, and over HTTPS."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import re
 import socket
+import ssl
+import subprocess
+import sys
+import time
 import tracemalloc
+import urllib.request
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiobotocore.session
 import aiohttp
 import pytest
+import trustme
 
 from broker.blobs import s3
 from broker.blobs.protocol import BlobError, BlobNotFound
@@ -337,9 +346,11 @@ async def test_put_memory_stays_near_part_size(endpoint: str, bucket: str) -> No
 
     print(f"peak traced memory for a {total // MiB} MiB put with {part // MiB} MiB parts: {peak / MiB:.1f} MiB")
     assert written == total
-    # Each part in flight is held twice (its body, and aiohttp's copy of botocore's BytesIO), plus the part being
-    # gathered: what transfer_buffer_bytes declares, ~75 MiB measured for 4 parts of 8 MiB in flight. All 8 parts at
-    # once would be twice that.
+    # Each part in flight is held once, as the pieces it arrived in, and so is the part being gathered: what
+    # transfer_buffer_bytes declares (40 MiB for 4 parts of 8 MiB in flight; 43 MiB measured, the rest a piece or two
+    # being read). A body copied whole on its way out (bytes become a BytesIO, which aiohttp copies for its
+    # getbuffer()) held each part twice: 74-75 MiB measured, over this bound. All 8 parts at once would be too.
+    assert blobs.transfer_buffer_bytes == 5 * part
     assert peak < blobs.transfer_buffer_bytes + part
 
 
@@ -425,3 +436,97 @@ async def test_a_failing_part_aborts_the_upload_and_leaves_no_object(
 def test_part_concurrency_below_one_is_refused() -> None:
     with pytest.raises(BlobError, match="part_concurrency"):
         s3.S3BlobStore("bucket", part_concurrency=0)
+
+
+@pytest.fixture(scope="module")
+def tls_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """moto behind HTTPS, with a certificate from a throwaway CA: the endpoint URL and the CA's file."""
+    folder = tmp_path_factory.mktemp("s3-tls")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(folder / "key.pem"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"https://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    command += ["-c", str(folder / "cert.pem"), "-k", str(folder / "key.pem")]
+    process = subprocess.Popen(
+        command, env={**os.environ, **fake_credentials()}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        trusted = ssl.create_default_context(cafile=str(folder / "ca.pem"))
+        for _ in range(200):
+            try:
+                with urllib.request.urlopen(f"{url}/moto-api/", timeout=1, context=trusted):
+                    break
+            except OSError:
+                if process.poll() is not None:
+                    raise RuntimeError("moto's HTTPS server exited before answering") from None
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("moto's HTTPS server did not answer")
+        yield url, folder / "ca.pem"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def test_over_https_parts_go_as_aws_chunked_bodies_with_their_crc32_and_round_trip(
+    tls_endpoint: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over HTTPS, as in production, botocore sends each body aws-chunked with its CRC32 as a trailer (over plain
+    HTTP, as in the rest of this file, the CRC32 is a header and the body goes as it is): both read the store's
+    bodies (_Part) without a whole copy, and what S3 stores and the CRC32s it was given must match the data."""
+    url, ca_file = tls_endpoint
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(ca_file))
+    name = f"tls-{uuid.uuid4().hex[:16]}"
+    blobs = make_store(url, name)
+    async with aiobotocore.session.get_session().create_client("s3", endpoint_url=url, region_name=REGION) as raw:
+        await raw.create_bucket(Bucket=name)
+        await blobs.open()
+        sent: dict[int, str] = {}
+        client = blobs._client
+        upload_part = client.upload_part
+
+        async def recorded_upload_part(**kwargs: Any) -> Any:
+            response = await upload_part(**kwargs)
+            sent[kwargs["PartNumber"]] = response["ChecksumCRC32"]
+            return response
+
+        monkeypatch.setattr(client, "upload_part", recorded_upload_part)
+        trailers: list[str] = []
+
+        def record_trailer(request: Any, **_: Any) -> None:
+            values = [request.headers.get(name, b"") for name in ("Content-Encoding", "X-Amz-Trailer")]
+            trailers.append(" ".join(value.decode() if isinstance(value, bytes) else value for value in values))
+
+        client.meta.events.register("before-send.s3.UploadPart", record_trailer)
+        client.meta.events.register("before-send.s3.PutObject", record_trailer)
+        try:
+            data = os.urandom(PART * 5 // 2)
+            small = os.urandom(300 * 1024)
+
+            piece = MiB + 7
+            assert await blobs.put("big", pieces(data, piece)) == len(data)
+            assert await blobs.put("small", pieces(small, 64 * 1024)) == len(small)
+
+            assert trailers == ["aws-chunked x-amz-checksum-crc32"] * 4  # 3 parts, 1 PutObject: the HTTPS path
+            assert await read_all(blobs, "big") == data
+            assert await read_all(blobs, "small") == small
+            # A part is the whole pieces that first reach part_size.
+            step = -(-PART // piece) * piece
+            parts = [data[start : start + step] for start in range(0, len(data), step)]
+            assert len(parts) == 3
+            # moto echoes the CRC32 it was sent (it does not check it): botocore computed it over the right bytes.
+            assert [sent[number] for number in sorted(sent)] == [crc32(part) for part in parts]
+            head = await raw.head_object(Bucket=name, Key=f"{PREFIX}/small", ChecksumMode="ENABLED")
+            assert head["ChecksumCRC32"] == crc32(small)
+        finally:
+            await blobs.close()
+
+
+def crc32(data: bytes) -> str:
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
