@@ -205,6 +205,7 @@ class Messaging:
         message_id, fresh = await self._insert(message_id, stored, now, build, key)
         if not fresh:
             return message_id
+        self._count_stored(stored)
         workflow = self._metrics.workflow(request.workflow_id)
         self._metrics.messages_sent.labels(workflow).inc()
         if complete:
@@ -376,6 +377,8 @@ class Messaging:
         except BaseException:
             await asyncio.shield(self._drop(chunk))
             raise
+        if outcome in (ChunkOutcome.STORED, ChunkOutcome.COMPLETED):
+            self._count_stored(chunk)
         if outcome is ChunkOutcome.STORED:
             return False
         if outcome is ChunkOutcome.COMPLETED:
@@ -409,15 +412,17 @@ class Messaging:
                     key = blob_key(message_id, number)
                     size = await self._blobs.put(key, _prefixed(bytes(head), pieces))
                     chunk = Chunk(message_id, number, key, size, meter.sha256)
-                    where = "blob"
                     break
             else:
                 chunk = Chunk.inline(message_id, number, bytes(head), meter.sha256)
-                where = "inline"
         self._metrics.chunk_upload_duration.observe(time.perf_counter() - started)
-        self._metrics.chunks_stored.labels(where).inc()
-        self._metrics.bytes_received.inc(chunk.size)
         return chunk
+
+    def _count_stored(self, chunk: Chunk) -> None:
+        """Count a chunk once its row is stored: a body stored and then refused (a small chunk that add_chunk
+        turned down, a send whose row could not be written) is not a chunk accepted."""
+        self._metrics.chunks_stored.labels("blob" if chunk.blob_key else "inline").inc()
+        self._metrics.bytes_received.inc(chunk.size)
 
     async def _drop(self, chunk: Chunk) -> None:
         """Delete the blob of a chunk whose row was not stored; an inline chunk leaves nothing behind."""

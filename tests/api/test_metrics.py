@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from broker.app import create_app
 from broker.keys import HOUSEKEEPING, METRICS, SETTINGS
 from broker.settings import Settings
-from tests.api.helpers import MB1, MB2
+from tests.api.helpers import MB1, MB2, send_chunk, start_chunked
 from tests.integration.broker_process import free_port
 from tests.support import Mesh
 
@@ -63,6 +63,19 @@ async def test_a_message_cycle_is_counted(client: TestClient, mb1: Mesh, mb2: Me
     assert value(found, "mesh_chunk_upload_duration_seconds_count") == 1
     assert value(found, "mesh_chunk_download_duration_seconds_count") == 1
     assert [v for (name, _labels), v in found.items() if name == "mesh_build_info"] == [1.0]
+
+
+async def test_only_chunks_whose_rows_are_stored_are_counted(client: TestClient, mb1: Mesh, mb3: Mesh) -> None:
+    """A small chunk is stored before add_chunk decides; one it refuses (a stranger's, one after the last) is not
+    a chunk accepted."""
+    message_id = await start_chunked(mb1, MB2, b"first", 2)
+    assert (await send_chunk(mb3, message_id, 2, 2, b"stranger's")).status == 403
+    assert (await send_chunk(mb1, message_id, 2, 2, b"second")).status == 202
+    assert (await send_chunk(mb1, message_id, 2, 2, b"too late")).status == 423
+
+    found = await samples(client)
+    assert value(found, "mesh_chunks_stored_total", store="inline") == 2
+    assert value(found, "mesh_bytes_received_total") == len(b"first") + len(b"second")
 
 
 async def test_errors_and_auth_failures_are_counted_by_code(client: TestClient, mb1: Mesh) -> None:
