@@ -23,7 +23,6 @@ from broker.store.protocol import (
     LeaseStore,
     LifecycleStore,
     NonDelivery,
-    StoreError,
     StoreStats,
     TokenStore,
     Undeliverable,
@@ -236,7 +235,10 @@ class Housekeeping:
         while True:
             try:
                 await self.sample(metrics)
-            except StoreError:
+            except Exception:
+                # Any failure, not only the store's own: a driver error (asyncpg's InternalClientError on a pooled
+                # connection left mid-error, seen as a test's app shut down) would otherwise end the loop, leave the
+                # gauges stale, and be raised again when the app stops.
                 log.exception("metrics sampling failed", extra={"action": "sample_failed"})
             await asyncio.sleep(interval_seconds)
 

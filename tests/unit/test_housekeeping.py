@@ -107,6 +107,45 @@ async def test_the_loop_survives_failed_passes_and_counts_them(caplog: pytest.Lo
     assert metrics.registry.get_sample_value("mesh_housekeeping_last_success_timestamp_seconds") > 0
 
 
+class FlakySampling(IdleStore):
+    """A store whose first storage read fails with a driver's own error (not a StoreError), then answers."""
+
+    def __init__(self) -> None:
+        super().__init__(failures=0)
+        self.samples = 0
+
+    async def count_accepted(self) -> int:
+        return 3
+
+    async def storage_bytes(self) -> dict[str, int]:
+        self.samples += 1
+        if self.samples == 1:
+            raise RuntimeError("cannot switch to state 12; another operation (2) is in progress")
+        return {"database": 4096}
+
+    def directory_listening(self) -> bool | None:
+        return None
+
+    def pool_usage(self) -> tuple[int, int] | None:
+        return None
+
+
+async def test_the_metrics_sampler_survives_any_failure(caplog: pytest.LogCaptureFixture) -> None:
+    store, metrics = FlakySampling(), Metrics()
+    with caplog.at_level(logging.ERROR, logger="broker.housekeeping"):
+        loop = asyncio.create_task(housekeeping(store, None, metrics).sample_forever(metrics, 0.001))
+        for _ in range(2000):
+            if store.samples >= 2:
+                break
+            await asyncio.sleep(0.001)
+        loop.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop
+    assert store.samples >= 2
+    assert metrics.registry.get_sample_value("mesh_store_bytes", {"part": "database"}) == 4096
+    assert [r.action for r in caplog.records] == ["sample_failed"]  # type: ignore[attr-defined]
+
+
 async def test_a_blob_failure_fails_the_pass_not_the_caller_silently() -> None:
     metrics = Metrics()
     with pytest.raises(BlobError):
