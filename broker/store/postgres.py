@@ -12,6 +12,7 @@ from broker.store.directory_cache import DirectoryCache
 from broker.store.pg_directory import listen_for_directory_changes
 from broker.store.protocol import DuplicateMessageId, StoreError, StoreUnavailable
 from broker.store.sql_store import PlanFunction, SqlStore
+from broker.store.token_batch import TokenBatch
 
 try:
     import asyncpg
@@ -100,6 +101,7 @@ class PostgresStore(SqlStore):
         self._directory.suspend()  # until the listener is in place; for good with directory_cache=False
         retry = {"retry_seconds": directory_retry_seconds} if directory_retry_seconds else {}
         self._listener = listen_for_directory_changes(dsn, self._directory, **retry) if directory_cache else None
+        self._tokens = TokenBatch(lambda keys, expiries: self._token(tx.use_tokens, keys, expiries))
 
     async def open(self) -> None:
         async with _Translate():
@@ -115,6 +117,7 @@ class PostgresStore(SqlStore):
         return None if self._listener is None else self._listener.listening
 
     async def close(self) -> None:
+        await self._tokens.close()
         if self._listener is not None:
             await self._listener.stop()
         if self._pool is not None:
@@ -144,6 +147,10 @@ class PostgresStore(SqlStore):
                 await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name)
                 applied_now.append(version)
         return applied_now
+
+    async def use_token(self, token_key: str, expires_at: datetime) -> bool:
+        # Every request's first statement: those of concurrent requests go as one (TokenBatch).
+        return await self._tokens.use(token_key, expires_at)
 
     # The runners (sql_store.py) --------------------------------------------------------------------------
     async def _lookup(self, plan: PlanFunction[T], *args: Any) -> T:

@@ -180,6 +180,12 @@ def use_token(token_key: str, expires_at: datetime) -> Plan[bool]:
     return inserted == 1  # none inserted: the token was used before, a replay
 
 
+def use_tokens(token_keys: list[str], expiries: list[datetime]) -> Plan[set[str]]:
+    """Record many tokens in one statement (expiries in the same places); the keys recorded, i.e. not used before."""
+    recorded = yield rows("use_tokens", token_keys, expiries)
+    return {str(found[0]) for found in recorded}
+
+
 def purge_tokens(now: datetime) -> Plan[int]:
     return int((yield execute("purge_tokens", now)))
 

@@ -6,6 +6,7 @@ its token's write and these: 2 for an acknowledgement, a download or a chunk upl
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -86,6 +87,20 @@ async def test_reads_and_writes_of_a_request_are_one_round_trip_each(
     stored = store.add_chunk(chunk(message_id(12), 2), upload(3), delivery_event(T0), T0 + EXPIRY)
     trips, answer = await _trips(count, stored)
     assert (trips, answer.outcome) == (1, ChunkOutcome.STORED)
+
+
+async def test_the_tokens_of_concurrent_requests_are_one_round_trip(
+    counted: tuple[PostgresStore, Callable[[], int]],
+) -> None:
+    """The replay cache's write is every request's first statement: those of requests arriving together go as one
+    (TokenBatch), a token twice in them a replay the second time, as across batches."""
+    store, count = counted
+    await store.use_token("warm-up", T0 + EXPIRY)  # prepares the statement on the connection
+    keys = [f"MB:nonce:{n}" for n in range(20)] + ["MB:nonce:3", "warm-up"]
+    trips, answers = await _trips(count, asyncio.gather(*(store.use_token(key, T0 + EXPIRY) for key in keys)))
+    assert trips == 1
+    assert answers == [True] * 20 + [False, False]
+    assert await store.use_token("MB:nonce:7", T0 + EXPIRY) is False
 
 
 async def _post_chunk(client: TestClient, mesh: Mesh, message_id: str, data: bytes, *, streamed: bool) -> int:

@@ -148,3 +148,11 @@ WITH changed AS (
 )
 INSERT INTO message_events (message_id, seq, status, at, event, code, description, linked_message_id)
 SELECT ?5, event_count, ?1, ?2, ?6, ?7, ?8, ?9 FROM changed;
+
+-- name: use_tokens
+-- Record the tokens ?1 (each expiring at ?2's value in the same place) that were not used before; answers those
+-- recorded. The replay cache's writes of concurrent requests, one statement for all (broker/store/token_batch.py).
+INSERT INTO auth_tokens (token_key, expires_at)
+SELECT * FROM unnest(?1::text[], ?2::timestamptz[])
+ON CONFLICT (token_key) DO NOTHING
+RETURNING token_key;

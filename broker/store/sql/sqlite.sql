@@ -127,3 +127,11 @@ UPDATE messages SET status = ?1, status_at = ?2,
 WHERE message_id = ?5;
 INSERT INTO message_events (message_id, seq, status, at, event, code, description, linked_message_id)
 SELECT message_id, event_count, ?1, ?2, ?6, ?7, ?8, ?9 FROM messages WHERE message_id = ?5 AND changes() = 1;
+
+-- name: use_tokens
+-- Record the tokens ?1 (each expiring at ?2's value in the same place) that were not used before; answers those
+-- recorded. postgres.sql's batch; the embedded store's token writer groups its commits itself, so it is unused here.
+INSERT INTO auth_tokens (token_key, expires_at)
+SELECT k.value, e.value FROM json_each(?1) k JOIN json_each(?2) e ON e.key = k.key WHERE true
+ON CONFLICT (token_key) DO NOTHING
+RETURNING token_key;
