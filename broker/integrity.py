@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
 
 from broker.errors import BrokerError, ErrorCode
 from broker.gzipstream import Inflater, NotGzip
@@ -90,7 +91,7 @@ def descriptor_matches(fd: int, chunk: Chunk, block: int = 1024 * 1024) -> bool:
     while data := os.pread(fd, block, seen):
         digest.update(data)
         seen += len(data)
-    matches = seen == chunk.size and (not chunk.sha256 or digest.hexdigest() == chunk.sha256)
+    matches = _as_recorded(chunk, seen, digest)
     if not matches:
         _log_corrupt(chunk, seen)
     return matches
@@ -98,9 +99,15 @@ def descriptor_matches(fd: int, chunk: Chunk, block: int = 1024 * 1024) -> bool:
 
 def check_whole(data: bytes, chunk: Chunk) -> None:
     """verified() for a chunk's bytes already whole in memory: ChunkCorrupted unless size and SHA-256 match."""
-    if len(data) != chunk.size or (chunk.sha256 and hashlib.sha256(data).hexdigest() != chunk.sha256):
+    if not _as_recorded(chunk, len(data), hashlib.sha256(data)):
         _log_corrupt(chunk, len(data))
         raise ChunkCorrupted(f"{chunk.message_id} chunk {chunk.number}")
+
+
+def _as_recorded(chunk: Chunk, size: int, digest: Any) -> bool:
+    """Whether bytes of this size and hashlib SHA-256 are the chunk as recorded when it was accepted (a chunk from
+    before digests were kept has none: its size alone is checked)."""
+    return size == chunk.size and (not chunk.sha256 or digest.hexdigest() == chunk.sha256)
 
 
 def _log_corrupt(chunk: Chunk, seen: int) -> None:
@@ -139,7 +146,7 @@ async def verified(pieces: AsyncIterator[bytes], chunk: Chunk) -> AsyncIterator[
             final = piece
             continue
         yield piece
-    if seen != chunk.size or (chunk.sha256 and digest.hexdigest() != chunk.sha256):
+    if not _as_recorded(chunk, seen, digest):
         _log_corrupt(chunk, seen)
         raise ChunkCorrupted(f"{chunk.message_id} chunk {chunk.number}")
     if final is not None:
