@@ -54,16 +54,25 @@ class Caller:
         return {"Authorization": token, "Accept": V2, **extra}
 
 
-async def cycle(session: aiohttp.ClientSession, base: str, sender: Caller, recipient: Caller, body: bytes) -> None:
-    """Send, list, download, acknowledge: each answer checked, so a broken tree cannot look cheap."""
+async def cycle(
+    session: aiohttp.ClientSession, base: str, sender: Caller, recipient: Caller, body: bytes, settle: float = 0.0
+) -> None:
+    """Send, list, download, acknowledge: each answer checked, so a broken tree cannot look cheap. For a server
+    that delivers after it answers the send, `settle` seconds are waited before the list, and the list repeated
+    (after as long again) until it shows the message."""
     headers = sender.headers(**{"mex-To": recipient.mailbox, "mex-WorkflowID": WORKFLOW})
     headers["Content-Type"] = "application/octet-stream"
     async with session.post(f"{base}/{sender.mailbox}/outbox", data=body, headers=headers) as response:
         assert response.status == 202, await response.text()
         message_id = (await response.json())["message_id"]
-    async with session.get(f"{base}/{recipient.mailbox}/inbox", headers=recipient.headers()) as response:
-        assert response.status == 200, await response.text()
-        await response.read()
+    while True:
+        if settle:
+            await asyncio.sleep(settle)
+        async with session.get(f"{base}/{recipient.mailbox}/inbox", headers=recipient.headers()) as response:
+            assert response.status == 200, await response.text()
+            listed = message_id in (await response.json())["messages"]
+        if listed or not settle:
+            break
     async with session.get(f"{base}/{recipient.mailbox}/inbox/{message_id}", headers=recipient.headers()) as response:
         assert response.status == 200, await response.text()
         assert await response.read() == body
@@ -72,20 +81,22 @@ async def cycle(session: aiohttp.ClientSession, base: str, sender: Caller, recip
         assert response.status == 200, await response.text()
 
 
-async def drive(base: str, cycles: int, concurrency: int) -> float:
+async def drive(
+    base: str, cycles: int, concurrency: int, mailboxes: list[str] = MAILBOXES, settle: float = 0.0
+) -> float:
     """Run the cycles; the wall-clock seconds they took."""
-    callers = {m: Caller(m) for m in MAILBOXES}
+    callers = {m: Caller(m) for m in mailboxes}
     body = os.urandom(1024)
     left = itertools.count()
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def worker(k: int) -> None:
-            # Worker k sends from mailbox k to mailbox k+1: inboxes are never shared, so a list finds its own message.
-            sender = callers[MAILBOXES[k % len(MAILBOXES)]]
-            recipient = callers[MAILBOXES[(k + 1) % len(MAILBOXES)]]
+            # Worker k sends from mailbox k to mailbox k+1: with more mailboxes than workers inboxes are never shared.
+            sender = callers[mailboxes[k % len(mailboxes)]]
+            recipient = callers[mailboxes[(k + 1) % len(mailboxes)]]
             while next(left) < cycles:
-                await cycle(session, base, sender, recipient, body)
+                await cycle(session, base, sender, recipient, body, settle)
 
         started = time.perf_counter()
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
