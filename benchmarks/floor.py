@@ -16,7 +16,7 @@ acknowledge, 16 at a time, a fresh NHSMESH token on every request), four servers
 - `broker`: the broker from `--tree` (default: this checkout), embedded default settings;
 - `sandbox`: mesh-sandbox from PyPI as `load.py --compare-sandbox` runs it (in memory, full auth; its three
   mailboxes; installed into benchmarks/results/.sandbox-venv on first use), one cycle at a time: with two or
-  more at once it loses messages (a list never shows them, measured with 3 and 16). It stores a message after it
+  more at once it loses messages (answered 202, then never listed and unknown to tracking). It stores a message after it
   has answered the send (a background task), so its cycles wait SANDBOX_SETTLE after the send and list again
   until the message shows; waiting costs a server no CPU.
 
