@@ -23,7 +23,8 @@ from broker.metrics import Metrics
 log = logging.getLogger("broker.pacing")
 
 MB = 1000 * 1000
-#: Request body pieces handed on (to the blob store); aiohttp's own buffer bounds what is held before a read.
+#: Request body pieces smaller than this are joined with what else is buffered, up to BODY_PIECE (Pacer.body).
+SMALL_PIECE = 16 * 1024
 BODY_PIECE = 256 * 1024
 #: A download's progress is looked at every quarter of the idle timeout (or of the floor, if shorter), and at least
 #: this often, so it is cut within a quarter more than its limit.
@@ -67,7 +68,15 @@ class Pacer:
             left = started + allowed - loop.time()
             try:
                 async with asyncio.timeout(min(self.pace.idle, left)):
-                    piece = await request.content.read(BODY_PIECE)
+                    # The pieces as aiohttp's parser made them, taken whole: read(n) cut and joined them to n
+                    # bytes, a copy of every byte of every upload. aiohttp's flow control bounds what it buffers,
+                    # so a piece is never larger than that (a few hundred KiB).
+                    piece, boundary = await request.content.readchunk()
+                    if 0 < len(piece) < SMALL_PIECE:
+                        # A small piece (a tiny HTTP chunk, a slow sender) is joined with whatever else is buffered,
+                        # as read(n) did: downstream each piece costs far more than its bytes (an object, a hash
+                        # update, a place in the blob store's list of pieces to write).
+                        piece += request.content.read_nowait(BODY_PIECE - len(piece))
             except TimeoutError:
                 reason = "idle" if self.pace.idle < left else "total"
                 self._ended(request, "upload", reason, received)
@@ -78,6 +87,10 @@ class Pacer:
                 )
                 raise BrokerError(ErrorCode.REQUEST_TIMEOUT, message_id=message_id, description=description) from None
             if not piece:
+                # No bytes at the end of a chunk of `Transfer-Encoding: chunked`: read on. An empty body's reader
+                # answers the same after its end, every time it is asked, so the end is checked too.
+                if boundary and not request.content.at_eof():
+                    continue
                 return
             received += len(piece)
             yield piece

@@ -9,7 +9,7 @@ from unittest import mock
 
 import pytest
 from aiohttp import web
-from aiohttp.streams import StreamReader
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.test_utils import make_mocked_request
 
 from broker.errors import BrokerError, ErrorCode
@@ -46,6 +46,72 @@ async def test_a_body_that_keeps_coming_is_read_whole() -> None:
     sending = asyncio.ensure_future(client())
     assert await read_all(pacer, request) == b"abcdef"
     await sending
+
+
+async def test_pieces_are_handed_on_as_they_arrived_not_copied() -> None:
+    # A piece read whole is the very bytes object the parser fed: no cut, no join, no copy of the body.
+    pacer = Pacer(Pace(idle=5, floor=5, per_mb=1), Metrics(), largest_body=MB)
+    request, content = upload(declared=3 * 300_000)
+    fed = [bytes([n]) * 300_000 for n in range(3)]
+    for piece in fed:
+        content.feed_data(piece)
+    content.feed_eof()
+    pieces = [piece async for piece in pacer.body(request)]
+    assert [id(piece) for piece in pieces] == [id(piece) for piece in fed]
+
+
+async def test_small_pieces_already_buffered_are_joined() -> None:
+    # A client sending 1-byte HTTP chunks does not make 1-byte pieces downstream.
+    pacer = Pacer(Pace(idle=5, floor=5, per_mb=1), Metrics(), largest_body=MB)
+    request, content = upload()
+    for n in range(3000):
+        content.begin_http_chunk_receiving()
+        content.feed_data(bytes([n % 256]))
+        content.end_http_chunk_receiving()
+    content.feed_eof()
+    pieces = [piece async for piece in pacer.body(request)]
+    assert b"".join(pieces) == bytes(n % 256 for n in range(3000))
+    assert len(pieces) == 1
+
+
+async def test_a_chunked_body_reads_on_past_the_ends_of_its_chunks() -> None:
+    # Transfer-Encoding: chunked: the reader marks where each HTTP chunk ended, and a chunk's end found after its
+    # bytes were already taken comes back as no bytes, which is not the end of the body.
+    pacer = Pacer(Pace(idle=5, floor=5, per_mb=1), Metrics(), largest_body=MB)
+    request, content = upload()
+
+    async def client() -> None:
+        for piece in (b"ab", b"cd", b"ef"):
+            content.begin_http_chunk_receiving()
+            content.feed_data(piece)
+            await asyncio.sleep(0.02)  # the reader takes the bytes before the chunk's end is known
+            content.end_http_chunk_receiving()
+        content.feed_eof()
+
+    sending = asyncio.ensure_future(client())
+    assert await read_all(pacer, request) == b"abcdef"
+    await sending
+
+
+async def test_an_empty_body_ends_however_often_it_is_read() -> None:
+    # aiohttp's reader of an empty body says "end of a chunk, no bytes" after its first answer, for ever.
+    class Counted:
+        """EMPTY_PAYLOAD, failing the test (not hanging it) if asked more than a few times."""
+
+        asked = 0
+
+        async def readchunk(self) -> tuple[bytes, bool]:
+            self.asked += 1
+            assert self.asked < 10, "read on past the end"
+            return await EMPTY_PAYLOAD.readchunk()
+
+        def at_eof(self) -> bool:
+            return EMPTY_PAYLOAD.at_eof()
+
+    pacer = Pacer(Pace(idle=5, floor=5, per_mb=1), Metrics(), largest_body=MB)
+    request = make_mocked_request("POST", "/outbox", headers={"Content-Length": "0"}, payload=Counted())
+    for _ in range(3):
+        assert await read_all(pacer, request) == b""
 
 
 async def test_a_body_that_stops_is_408_after_the_idle_timeout() -> None:
