@@ -9,6 +9,7 @@ from datetime import timedelta, timezone
 import pytest
 
 from broker.models import Chunk, Event, MessageMeta, MessageType, Party, Status
+from broker.store import transactions as tx
 from broker.store.protocol import (
     ChunkOutcome,
     DuplicateMessageId,
@@ -18,6 +19,7 @@ from broker.store.protocol import (
     StoreError,
     WorkflowFilter,
 )
+from broker.store.sql_store import SqlStore
 from tests.contract.factories import (
     EXPIRY,
     T0,
@@ -152,6 +154,23 @@ async def test_use_token_true_once_then_false(store: MetadataStore) -> None:
     assert await store.use_token("MB:nonce:1", T0 + EXPIRY) is True
     assert await store.use_token("MB:nonce:1", T0 + EXPIRY) is False
     assert await store.use_token("MB:nonce:2", T0 + EXPIRY) is True
+
+
+async def test_a_token_spent_by_concurrent_requests_is_accepted_once(store: MetadataStore) -> None:
+    # On PostgreSQL these go as one batch (TokenBatch): a token twice in it is a replay the second time.
+    answers = await asyncio.gather(*(store.use_token(f"MB:nonce:{n % 3}", T0 + EXPIRY) for n in range(9)))
+    assert sorted(answers) == [False] * 6 + [True] * 3
+
+
+async def test_the_batch_statement_records_only_keys_not_used_before(store: MetadataStore) -> None:
+    # The use_tokens plan each dialect must carry (PostgreSQL's TokenBatch runs it; SQLite's writer groups single
+    # writes itself, so only this test runs SQLite's block).
+    assert isinstance(store, SqlStore)
+    assert await store.use_token("MB:nonce:1", T0 + EXPIRY) is True
+    keys = ["MB:nonce:1", "MB:nonce:2", "MB:nonce:3"]
+    assert await store._token(tx.use_tokens, keys, [T0 + EXPIRY] * 3) == {"MB:nonce:2", "MB:nonce:3"}
+    assert await store.use_token("MB:nonce:3", T0 + EXPIRY) is False
+    assert await store.purge_tokens(T0 + EXPIRY + SECOND) == 3  # each stored with its expiry
 
 
 async def test_purge_tokens_removes_only_expired(store: MetadataStore) -> None:

@@ -130,7 +130,8 @@ SELECT message_id, event_count, ?1, ?2, ?6, ?7, ?8, ?9 FROM messages WHERE messa
 
 -- name: use_tokens
 -- Record the tokens ?1 (each expiring at ?2's value in the same place) that were not used before; answers those
--- recorded. postgres.sql's batch; the embedded store's token writer groups its commits itself, so it is unused here.
+-- recorded. postgres.sql's batch (every dialect carries every plan's block); the embedded store's token writer
+-- groups single writes itself, so only the contract suite runs this one.
 INSERT INTO auth_tokens (token_key, expires_at)
 SELECT k.value, e.value FROM json_each(?1) k JOIN json_each(?2) e ON e.key = k.key WHERE true
 ON CONFLICT (token_key) DO NOTHING
