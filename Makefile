@@ -6,7 +6,7 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 STAMP_BENCH := $(VENV)/.installed-bench
 
-.PHONY: postgres promtool haproxy chromium axe lock k8s-rules cluster cluster-down serve test lint typecheck unit bench bench-compare bench-latency bench-large bench-stalled bench-nodes faults soak clean
+.PHONY: postgres promtool haproxy chromium axe js-client lock k8s-rules cluster cluster-down serve test lint typecheck unit bench bench-compare bench-latency bench-large bench-stalled bench-nodes faults soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -84,10 +84,19 @@ axe:
 		.cache/axe/node_modules/axe-core/package.json || npm install --silent --no-save --prefix .cache/axe \
 		axe-core@$(AXE_VERSION) >/dev/null
 
+# NHS's JavaScript MESH client (npm nhs-mesh-client), pinned with its dependencies by tests/compat/js's lock file,
+# for tests/compat/test_js_client.py; in .cache/ (not committed), installed again when the lock file changes.
+JS_CLIENT := .cache/js-client
+js-client:
+	@cmp -s tests/compat/js/package-lock.json $(JS_CLIENT)/package-lock.json \
+		&& test -f $(JS_CLIENT)/node_modules/nhs-mesh-client/index.js || { mkdir -p $(JS_CLIENT) \
+		&& cp tests/compat/js/package.json tests/compat/js/package-lock.json $(JS_CLIENT)/ \
+		&& npm ci --silent --no-audit --no-fund --prefix $(JS_CLIENT) >/dev/null; }
+
 # Three workers, a test file each at a time (module fixtures such as the browser stay in one process): most tests
 # wait on the brokers, databases and browsers they start, so three overlap well even on two cores
 # (measured on the shared 2-core machine: 1 worker about 900 s, 3 workers 593-622 s, 4 workers 642 s).
-test: lint typecheck promtool postgres haproxy chromium axe
+test: lint typecheck promtool postgres haproxy chromium axe js-client
 	$(BIN)/python -m pytest -q -n 3 --dist loadfile
 
 # Fast tier: ruff, mypy and tests/unit only; needs no PostgreSQL, moto or promtool.
