@@ -159,6 +159,8 @@ def _serve(args: argparse.Namespace) -> int:
     )
     app = create_app(settings)
     ssl_context = tls.server_context(settings)
+    # Demo mode without a certificate of the operator's speaks both on its port, with one it makes itself.
+    tls_beside_plain = tls.demo_context(settings) if ssl_context is None else None
     scheme = "https" if ssl_context else "http"
     url = f"{scheme}://{settings.host}:{settings.port}"
 
@@ -168,13 +170,13 @@ def _serve(args: argparse.Namespace) -> int:
             extra={"action": "serve_started", "url": url, "data_dir": str(settings.data_dir)},
         )
         if settings.demo:
-            print(demo_banner(url, settings), flush=True)
+            print(demo_banner(url, settings, tls_beside_plain is not None), flush=True)
 
     app.on_startup.append(announce)
     if settings.event_loop == "uvloop":
         _install_uvloop()
     # Not web.run_app: on SIGTERM the node drains (broker/serving.py) before its stores close.
-    asyncio.run(serving.serve(app, settings, ssl_context))
+    asyncio.run(serving.serve(app, settings, ssl_context, tls_beside_plain=tls_beside_plain))
     return 0
 
 
@@ -186,9 +188,19 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def demo_banner(url: str, settings: Settings) -> str:
+def demo_banner(url: str, settings: Settings, tls_beside_plain: bool = False) -> str:
     key = settings.shared_key or DEMO_SHARED_KEY
     rule = "!" * 78
+    https = ""
+    if tls_beside_plain:
+        from broker.tls import DEMO_TLS_FOLDER
+
+        cert = settings.data_dir / DEMO_TLS_FOLDER / "cert.pem"
+        https = f"""
+The same port speaks HTTPS too: https://localhost:{settings.port} (the sandbox image's and the JavaScript
+client's default), with a certificate made for this demo: trust {cert}
+(mesh-client: verify="{cert}"; Node.js: NODE_EXTRA_CA_CERTS={cert}).
+"""
     return f"""
 {rule}
   DEMO MODE: mailboxes X26ABC1, X26ABC2, X26ABC3 (and GP practices X26GP01, X26GP02A, X26GP02B)
@@ -197,7 +209,7 @@ def demo_banner(url: str, settings: Settings) -> str:
 {rule}
 
 Broker: {url}   data: {settings.data_dir}
-
+{https}
 Send and receive a message with the official client (from this checkout, in another terminal):
 
 .venv/bin/pip install --quiet 'mesh-client>=5,<6'

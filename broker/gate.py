@@ -4,6 +4,10 @@ aiohttp accepts every connection it is offered, so the limit sits in front of it
 limit is answered at once with a MESH-shaped 503 (Retry-After, Connection: close) and closed, without a request
 handler, a parser or a read of what it sends. The limits count connections, idle keep-alive ones included; a
 connection that never sends a whole request head is closed by MESH_HEADER_TIMEOUT_SECONDS.
+
+A site may also speak TLS and plain HTTP on one port (demo mode, broker/tls.py): each connection's first byte says
+which (a TLS record of type handshake, 0x16, cannot begin an HTTP request line), so the JavaScript client's and
+the sandbox image's `https://localhost:8700` and the README's `http://127.0.0.1:8700` both reach the same broker.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from asyncio import sslproto
 from collections.abc import Callable
 from http import HTTPStatus
 from ssl import SSLContext
@@ -35,6 +40,8 @@ BACKLOG = 1024
 WRITE_BUFFER_HIGH = 16 * 1024
 #: Refusals are logged at most this often per limit (with how many there were), never once per connection.
 LOG_EVERY_SECONDS = 60.0
+#: The first byte of every TLS connection: a record of content type 22, handshake (RFC 8446 section 5.1).
+TLS_HANDSHAKE_RECORD = 0x16
 
 
 def refusal() -> bytes:
@@ -69,9 +76,12 @@ class ConnectionGate:
     def open_from(self, address: str) -> int:
         return self._by_address.get(address, 0)
 
-    def wrap(self, factory: Callable[[], asyncio.BaseProtocol]) -> Callable[[], asyncio.Protocol]:
-        """A protocol factory for loop.create_server: factory's protocol for each connection the gate lets in."""
-        return lambda: _Gated(self, factory)
+    def wrap(
+        self, factory: Callable[[], asyncio.BaseProtocol], *, tls_or_plain: _EitherWay | None = None
+    ) -> Callable[[], asyncio.Protocol]:
+        """A protocol factory for loop.create_server: factory's protocol for each connection the gate lets in,
+        behind TLS or not as each connection's first byte says when tls_or_plain is given."""
+        return lambda: _Gated(self, factory, tls_or_plain)
 
     def enter(self, address: str) -> str | None:
         """Count a new connection from address in, or name the limit that refuses it ("node" or "address")."""
@@ -119,15 +129,34 @@ class ConnectionGate:
         return self._refusal
 
 
-class _Gated(asyncio.Protocol):
-    """One connection: passed through to aiohttp's protocol if the gate let it in, else answered 503 and closed."""
+class _EitherWay:
+    """TLS and plain HTTP on one port: the TLS context, and how long a connection may stay silent before its first
+    byte says which it speaks (aiohttp's own header timeout only starts once it has the connection)."""
 
-    def __init__(self, gate: ConnectionGate, factory: Callable[[], asyncio.BaseProtocol]):
+    def __init__(self, context: SSLContext, *, silence_seconds: float):
+        self.context = context
+        self.silence_seconds = silence_seconds
+
+
+class _Gated(asyncio.Protocol):
+    """One connection: passed through to aiohttp's protocol if the gate let it in, else answered 503 and closed.
+    With tls_or_plain, the connection waits for its first bytes, then goes to aiohttp's protocol directly or
+    through asyncio's TLS protocol (fed those bytes too: they are the client's hello)."""
+
+    def __init__(
+        self, gate: ConnectionGate, factory: Callable[[], asyncio.BaseProtocol], tls_or_plain: _EitherWay | None
+    ):
         self._gate = gate
         self._factory = factory
-        self._inner: asyncio.Protocol | None = None
+        self._tls_or_plain = tls_or_plain
+        #: Where the connection's events go once it is let in: aiohttp's protocol, or the TLS protocol in front of it.
+        self._inner: asyncio.Protocol | asyncio.BufferedProtocol | None = None
+        self._receive: Callable[[bytes], None] | None = None
+        #: A connection let in whose first bytes have not come yet (tls_or_plain only).
+        self._undecided: asyncio.Transport | None = None
         self._address = ""
         self._linger: asyncio.TimerHandle | None = None
+        self._silence: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport subclasses
@@ -140,8 +169,43 @@ class _Gated(asyncio.Protocol):
         # at most one piece of a download in the broker's memory, not the unsent tail of one and the whole next one
         # (the kernel's socket buffer, megabytes on a fast link, keeps the connection busy meanwhile).
         transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH, low=0)
+        if self._tls_or_plain is not None:
+            self._undecided = transport
+            silence = self._tls_or_plain.silence_seconds
+            self._silence = asyncio.get_running_loop().call_later(silence, transport.close)
+            return
+        self._plain(transport)
+
+    def _plain(self, transport: asyncio.Transport) -> None:
         self._inner = inner = cast(asyncio.Protocol, self._factory())
+        self._receive = inner.data_received
         inner.connection_made(transport)
+
+    def _decide(self, transport: asyncio.Transport, first: bytes) -> None:
+        """Connect aiohttp's protocol, behind TLS if first (the connection's first bytes) opens a TLS handshake."""
+        assert self._tls_or_plain is not None and self._silence is not None
+        self._silence.cancel()
+        self._undecided = None
+        if first[0] != TLS_HANDSHAKE_RECORD:
+            self._plain(transport)
+            cast(asyncio.Protocol, self._inner).data_received(first)
+            return
+        loop = asyncio.get_running_loop()
+        # Told how the handshake went; a failed one has already closed the connection, so its error is only read.
+        handshake: asyncio.Future[None] = loop.create_future()
+        handshake.add_done_callback(lambda done: done.cancelled() or done.exception())
+        tls = sslproto.SSLProtocol(
+            loop,
+            cast(asyncio.Protocol, self._factory()),
+            self._tls_or_plain.context,
+            handshake,
+            server_side=True,
+            ssl_handshake_timeout=max(1, round(self._tls_or_plain.silence_seconds)),
+        )
+        self._inner = tls
+        self._receive = lambda data: _feed(tls, data)
+        tls.connection_made(transport)
+        _feed(tls, first)
 
     def _refuse(self, transport: asyncio.Transport) -> None:
         transport.write(self._gate.refusal_bytes)
@@ -152,13 +216,15 @@ class _Gated(asyncio.Protocol):
             transport.close()
 
     def data_received(self, data: bytes) -> None:
-        if self._inner is not None:
-            self._inner.data_received(data)
+        if self._receive is not None:
+            self._receive(data)
+        elif self._undecided is not None and data:
+            self._decide(self._undecided, data)
 
     def eof_received(self) -> bool | None:
         if self._inner is not None:
             return self._inner.eof_received()
-        return None  # a refused client has finished sending: close
+        return None  # a refused client, or one that sent nothing, has finished sending: close
 
     def pause_writing(self) -> None:
         if self._inner is not None:
@@ -171,9 +237,23 @@ class _Gated(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._linger is not None:
             self._linger.cancel()
-        if self._inner is not None:
+        if self._silence is not None:
+            self._silence.cancel()
+        if self._inner is not None or self._undecided is not None:
             self._gate.leave(self._address)
+        if self._inner is not None:
             self._inner.connection_lost(exc)
+
+
+def _feed(protocol: asyncio.BufferedProtocol, data: bytes) -> None:
+    """Hand bytes received to a buffered protocol (asyncio's TLS protocol), in pieces of the buffer it offers."""
+    view = memoryview(data)
+    while view:
+        buffer = memoryview(protocol.get_buffer(len(view)))
+        size = min(len(buffer), len(view))
+        buffer[:size] = view[:size]
+        protocol.buffer_updated(size)
+        view = view[size:]
 
 
 class GatedSite(web.BaseSite):
@@ -187,12 +267,19 @@ class GatedSite(web.BaseSite):
         port: int,
         *,
         ssl_context: SSLContext | None = None,
+        tls_beside_plain: SSLContext | None = None,
+        silence_seconds: float = 30.0,
         backlog: int = BACKLOG,
     ):
+        """ssl_context: TLS only; tls_beside_plain: TLS or plain HTTP, as each connection begins (demo mode), with
+        silence_seconds for a connection to say which."""
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
         self._gate = gate
         self._host = host
         self._port = port
+        self._either = (
+            None if tls_beside_plain is None else _EitherWay(tls_beside_plain, silence_seconds=silence_seconds)
+        )
 
     @property
     def name(self) -> str:
@@ -203,5 +290,9 @@ class GatedSite(web.BaseSite):
         server = self._runner.server
         assert server is not None
         self._server = await asyncio.get_running_loop().create_server(
-            self._gate.wrap(server), self._host, self._port, ssl=self._ssl_context, backlog=self._backlog
+            self._gate.wrap(server, tls_or_plain=self._either),
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
         )

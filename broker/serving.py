@@ -30,8 +30,15 @@ FINAL_WRITES_SECONDS = 1.0
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-async def serve(app: web.Application, settings: Settings, ssl_context: ssl.SSLContext | None) -> None:
-    """Serve app on MESH_HOST:MESH_PORT until a signal, then drain and close; returns when the node is down."""
+async def serve(
+    app: web.Application,
+    settings: Settings,
+    ssl_context: ssl.SSLContext | None,
+    *,
+    tls_beside_plain: ssl.SSLContext | None = None,
+) -> None:
+    """Serve app on MESH_HOST:MESH_PORT until a signal, then drain and close; returns when the node is down.
+    ssl_context: TLS only; tls_beside_plain: TLS or plain HTTP, as each connection begins (demo mode)."""
     grace = settings.shutdown_grace_seconds
     final = min(FINAL_WRITES_SECONDS, grace / 4)
     stop = asyncio.Event()
@@ -43,7 +50,15 @@ async def serve(app: web.Application, settings: Settings, ssl_context: ssl.SSLCo
         await runner.setup()  # opens the stores (the app's cleanup_ctx)
         try:
             # Connections pass the node's limits first (broker/gate.py: MESH_MAX_CONNECTIONS and per address).
-            site = GatedSite(runner, app[GATE], settings.host, settings.port, ssl_context=ssl_context)
+            site = GatedSite(
+                runner,
+                app[GATE],
+                settings.host,
+                settings.port,
+                ssl_context=ssl_context,
+                tls_beside_plain=tls_beside_plain,
+                silence_seconds=settings.header_timeout_seconds,
+            )
             if not stop.is_set():  # a signal during start-up: close again without listening
                 await site.start()
                 await stop.wait()

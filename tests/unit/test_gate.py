@@ -37,6 +37,10 @@ class FakeTransport:
     def close(self) -> None:
         self.closed = True
 
+    def _force_close(self, exc: Exception | None) -> None:
+        """What asyncio's TLS protocol calls on a failed handshake (asyncio's and uvloop's transports have it)."""
+        self.closed = True
+
     def set_write_buffer_limits(self, high: int, low: int) -> None:
         self.limits = {"high": high, "low": low}
 
@@ -142,3 +146,51 @@ async def test_a_tls_connection_past_the_limit_is_closed_after_its_answer() -> N
     transport = FakeTransport("10.0.0.1", tls=True)
     protocol.connection_made(transport)  # type: ignore[arg-type]
     assert bytes(transport.written) == refusal() and transport.closed
+
+
+def either_way(silence: float = 5.0) -> gate._EitherWay:
+    import ssl
+
+    return gate._EitherWay(ssl.create_default_context(ssl.Purpose.CLIENT_AUTH), silence_seconds=silence)
+
+
+async def test_with_tls_beside_plain_a_plain_request_goes_to_aiohttp_once_its_first_bytes_come() -> None:
+    limits = ConnectionGate(Metrics(), max_connections=0, max_per_address=0)
+    made: list[FakeProtocol] = []
+    protocol = limits.wrap(lambda: made.append(FakeProtocol()) or made[-1], tls_or_plain=either_way())()
+    transport = FakeTransport("10.0.0.1")
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    assert not made and limits.open == 1  # counted, but nothing built before its first byte
+    protocol.data_received(b"GET /_ping HTTP/1.1\r\n")
+    protocol.data_received(b"\r\n")
+    protocol.connection_lost(None)
+    assert made[0].calls == ["made", "data b'GET /_ping HTTP/1.1\\r\\n'", "data b'\\r\\n'", "lost"]
+    assert limits.open == 0
+
+
+async def test_with_tls_beside_plain_a_tls_hello_goes_to_the_tls_protocol_in_front_of_aiohttp() -> None:
+    limits = ConnectionGate(Metrics(), max_connections=0, max_per_address=0)
+    made: list[FakeProtocol] = []
+    protocol = limits.wrap(lambda: made.append(FakeProtocol()) or made[-1], tls_or_plain=either_way())()
+    transport = FakeTransport("10.0.0.1")
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    # A record header of type handshake (22), TLS 1.0 in the record layer, then a hello that is not one.
+    protocol.data_received(bytes([22, 3, 1, 0, 5]) + b"junk!")
+    assert isinstance(protocol._inner, asyncio.sslproto.SSLProtocol)  # type: ignore[attr-defined]
+    assert made and made[0].calls == []  # aiohttp hears of the connection only after a handshake
+    assert transport.closed  # that one failed
+    protocol.connection_lost(None)
+    assert limits.open == 0
+
+
+async def test_with_tls_beside_plain_a_silent_connection_is_closed_and_uncounted() -> None:
+    limits = ConnectionGate(Metrics(), max_connections=0, max_per_address=0)
+    made: list[FakeProtocol] = []
+    protocol = limits.wrap(lambda: made.append(FakeProtocol()) or made[-1], tls_or_plain=either_way(0.02))()
+    transport = FakeTransport("10.0.0.1")
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    await asyncio.sleep(0.1)
+    assert transport.closed
+    assert protocol.eof_received() is None
+    protocol.connection_lost(None)
+    assert not made and limits.open == 0
