@@ -46,6 +46,10 @@ class UiConfig:
     forwarded_for: bool
     oidc_enabled: bool
     oidc_label: str
+    #: Strict-Transport-Security over HTTPS: only with the operator's certificate (MESH_TLS_CERT). Demo mode's own
+    #: (broker/tls.py) is for localhost, and a browser told to keep to HTTPS there would keep every other local
+    #: server on localhost, on any port, to HTTPS for a year.
+    strict_transport: bool
 
     @classmethod
     def from_settings(cls, settings: Settings) -> UiConfig:
@@ -65,6 +69,7 @@ class UiConfig:
             forwarded_for=settings.ui_forwarded_for,
             oidc_enabled=bool(settings.ui_oidc_issuer),
             oidc_label=settings.ui_oidc_label,
+            strict_transport=settings.tls_cert is not None,
         )
 
     def upload_limit(self, address: str) -> int:

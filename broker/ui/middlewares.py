@@ -62,7 +62,7 @@ def _finish(request: web.Request, response: web.StreamResponse, static: bool, st
     if not response.prepared:
         response.headers.update(SECURITY_HEADERS)
         response.headers["Cache-Control"] = STATIC_CACHE if static and response.status == 200 else NO_STORE
-        if request.secure:
+        if request.secure and request.app[CONFIG].strict_transport:
             response.headers["Strict-Transport-Security"] = "max-age=31536000"
         response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
     _log(request, response.status, started)

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 import requests
+import trustme
 from mesh_client import MeshClient
 
 from broker.tls import DEMO_TLS_FOLDER
 from tests.compat.test_js_client import assert_round_trip, run_client
-from tests.integration.broker_process import HOST, SHARED_KEY, BrokerProcess
+from tests.integration.broker_process import HOST, SHARED_KEY, BrokerProcess, server_certificates
 
 
 @pytest.fixture(scope="module")
@@ -72,5 +73,31 @@ def test_outside_demo_mode_a_plain_port_stays_plain(tmp_path: Path) -> None:
         ):
             context.wrap_socket(raw, server_hostname="localhost")
         assert not (broker.data_dir / DEMO_TLS_FOLDER).exists()
+    finally:
+        broker.stop()
+
+
+def test_no_strict_transport_security_for_the_demo_certificate(demo: BrokerProcess) -> None:
+    """A browser told to keep localhost to HTTPS would do so for every other local server, on any port."""
+    session = requests.Session()
+    session.trust_env = False
+    page = session.get(f"https://localhost:{demo.port}/ui/sign-in", verify=certificate(demo), timeout=10)
+    assert page.status_code == 200
+    assert "Strict-Transport-Security" not in page.headers
+
+
+def test_strict_transport_security_with_the_operators_certificate(tmp_path: Path) -> None:
+    broker = BrokerProcess(
+        data_dir=tmp_path / "data",
+        env={"MESH_SHARED_KEY": SHARED_KEY},
+        certificates=server_certificates(trustme.CA(), tmp_path / "tls"),
+    )
+    broker.start()
+    try:
+        session = requests.Session()
+        session.trust_env = False
+        page = session.get(f"{broker.url}/ui/sign-in", verify=broker.ca, timeout=10)
+        assert page.status_code == 200
+        assert page.headers["Strict-Transport-Security"] == "max-age=31536000"
     finally:
         broker.stop()
