@@ -61,10 +61,11 @@ def sitecustomize(removals: list[str]) -> str:
 
 
 def copy_without(tree: Path, removals: list[str], into: Path) -> Path:
-    """A copy of tree's broker package with the removals' sitecustomize.py beside it."""
-    copy = into / "+".join(removals)
+    """A copy of tree's broker package with the removals' sitecustomize.py beside it (none: the whole broker)."""
+    copy = into / ("+".join(removals) or "whole")
     shutil.copytree(tree / "broker", copy / "broker", ignore=shutil.ignore_patterns("__pycache__"))
-    (copy / "sitecustomize.py").write_text(sitecustomize(removals))
+    if removals:
+        (copy / "sitecustomize.py").write_text(sitecustomize(removals))
     return copy
 
 
@@ -84,9 +85,7 @@ def main() -> int:
     tree = Path(args.tree).resolve()
     groups = [g.split(",") for g in args.remove] if args.remove else [[name] for name in PATCHES] + [list(PATCHES)]
     with tempfile.TemporaryDirectory(prefix="mesh-removal-") as scratch:
-        base = Path(scratch) / "whole"
-        shutil.copytree(tree / "broker", base / "broker", ignore=shutil.ignore_patterns("__pycache__"))
-        variants = {"whole broker": base} | {
+        variants = {"whole broker": copy_without(tree, [], Path(scratch))} | {
             "without " + "+".join(g): copy_without(tree, g, Path(scratch)) for g in groups
         }
         cpu: dict[str, list[float]] = {label: [] for label in variants}

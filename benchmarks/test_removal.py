@@ -45,7 +45,7 @@ def test_each_removal_takes_out_what_it_names_and_nothing_else(removal: str, tmp
 
 def test_all_together_and_the_whole_broker(tmp_path: Path) -> None:
     assert removed_in(copy_without(ROOT, list(PATCHES), tmp_path)) == dict.fromkeys(PATCHES, True)
-    assert removed_in(ROOT) == dict.fromkeys(PATCHES, False)
+    assert removed_in(copy_without(ROOT, [], tmp_path)) == dict.fromkeys(PATCHES, False)
 
 
 def test_an_unknown_removal_is_refused() -> None:

@@ -193,9 +193,9 @@ def demo_banner(url: str, settings: Settings, tls_beside_plain: bool = False) ->
     rule = "!" * 78
     https = ""
     if tls_beside_plain:
-        from broker.tls import DEMO_TLS_FOLDER
+        from broker.tls import demo_certificate_file
 
-        cert = settings.data_dir / DEMO_TLS_FOLDER / "cert.pem"
+        cert = demo_certificate_file(settings.data_dir)
         https = f"""
 The same port speaks HTTPS too: https://localhost:{settings.port} (the sandbox image's and the JavaScript
 client's default), with a certificate made for this demo: trust {cert}

@@ -15,9 +15,7 @@ from broker.settings import Settings
 def server_context(settings: Settings) -> ssl.SSLContext | None:
     if settings.tls_cert is None or settings.tls_key is None:
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    context = _context(settings.tls_cert, settings.tls_key)
     if settings.tls_client_cert != "off":
         assert settings.tls_client_ca is not None  # Settings validates this pairing
         context.load_verify_locations(cafile=settings.tls_client_ca)
@@ -25,8 +23,16 @@ def server_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-#: Where demo mode keeps the certificate it made for itself, under MESH_DATA_DIR.
+def _context(cert: Path, key: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context
+
+
+#: Where demo mode keeps the certificate it made for itself, under MESH_DATA_DIR, and its files' names there.
 DEMO_TLS_FOLDER = "demo-tls"
+DEMO_CERT_NAME, DEMO_KEY_NAME = "cert.pem", "key.pem"
 #: How long the demo certificate is good for; a new one is made once it has less than a day left.
 DEMO_CERTIFICATE_DAYS = 365
 
@@ -37,11 +43,12 @@ def demo_context(settings: Settings) -> ssl.SSLContext | None:
     `https://localhost:8700`, the README `http://127.0.0.1:8700`. None otherwise."""
     if not settings.demo or settings.tls_cert is not None:
         return None
-    cert, key = demo_certificate(settings.data_dir / DEMO_TLS_FOLDER)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
-    return context
+    return _context(*demo_certificate(settings.data_dir / DEMO_TLS_FOLDER))
+
+
+def demo_certificate_file(data_dir: Path) -> Path:
+    """The demo certificate a client is given to trust (demo_context makes it at the broker's start)."""
+    return data_dir / DEMO_TLS_FOLDER / DEMO_CERT_NAME
 
 
 def demo_certificate(folder: Path, *, now: datetime | None = None) -> tuple[Path, Path]:
@@ -53,7 +60,7 @@ def demo_certificate(folder: Path, *, now: datetime | None = None) -> tuple[Path
     from cryptography.x509.oid import NameOID
 
     now = now or datetime.now(UTC)
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path, key_path = folder / DEMO_CERT_NAME, folder / DEMO_KEY_NAME
     if cert_path.exists() and key_path.exists():
         try:
             existing = x509.load_pem_x509_certificate(cert_path.read_bytes())

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,11 @@ ALICE, BOB = "X26ABC1", "X26ABC2"
 #: The file the scenario sends in chunks: one line repeated to 21 MiB, so three of the client's 10 MB chunks.
 LINE = b"NHS number,practice,date of birth,result\n"
 FILE = LINE * -(-21 * 1024 * 1024 // len(LINE))
+#: Client certificates, (cert, key) PEM paths, by mailbox or by the scenario's role ("SENDER", "RECEIVER").
+Certs = dict[str, tuple[str, str]]
 
 
-def run_client(scenario: str, url: str, ca: str, certs: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
+def run_client(scenario: str, url: str, ca: str, certs: Certs | None = None) -> dict[str, Any]:
     """Run tests/compat/js/scenario.mjs with node; the JSON object it prints. certs: the sender's and the
     receiver's client certificate (cert, key) by "SENDER" and "RECEIVER"."""
     node = shutil.which("node")
@@ -92,7 +95,7 @@ def test_a_wrong_password_is_refused_in_mesh_form(live_broker: LiveBroker) -> No
 
 
 @pytest.fixture(scope="module")
-def mtls_broker(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def mtls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BrokerProcess, Certs]]:
     """A broker that requires a client certificate bound to the mailbox (the client's "integration mode")."""
     root = tmp_path_factory.mktemp("js-mtls")
     client_ca = trustme.CA()
@@ -119,13 +122,13 @@ def mtls_broker(tmp_path_factory: pytest.TempPathFactory) -> Any:
         broker.stop()
 
 
-def test_client_certificates_in_integration_mode(mtls_broker: Any) -> None:
+def test_client_certificates_in_integration_mode(mtls_broker: tuple[BrokerProcess, Certs]) -> None:
     """The client's integration mode: an agent per mailbox, each with that mailbox's certificate."""
     broker, certs = mtls_broker
     assert_round_trip(run_client("round-trip", broker.url, broker.ca, {"SENDER": certs[ALICE], "RECEIVER": certs[BOB]}))
 
 
-def test_no_client_certificate_no_answer(mtls_broker: Any) -> None:
+def test_no_client_certificate_no_answer(mtls_broker: tuple[BrokerProcess, Certs]) -> None:
     broker, _ = mtls_broker
     outcome = run_client("bad-password", broker.url, broker.ca)
     assert "status" not in outcome["handshake"]  # refused in the TLS handshake: no HTTP answer at all

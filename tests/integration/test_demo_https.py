@@ -14,7 +14,7 @@ import requests
 import trustme
 from mesh_client import MeshClient
 
-from broker.tls import DEMO_TLS_FOLDER
+from broker.tls import DEMO_TLS_FOLDER, demo_certificate_file
 from tests.compat.test_js_client import assert_round_trip, run_client
 from tests.integration.broker_process import HOST, SHARED_KEY, BrokerProcess, server_certificates
 
@@ -30,12 +30,18 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
 
 
 def certificate(broker: BrokerProcess) -> str:
-    return str(broker.data_dir / DEMO_TLS_FOLDER / "cert.pem")
+    return str(demo_certificate_file(broker.data_dir))
+
+
+def direct() -> requests.Session:
+    """A session that ignores the machine's REQUESTS_CA_BUNDLE and proxies, which would override verify=."""
+    session = requests.Session()
+    session.trust_env = False
+    return session
 
 
 def test_plain_http_and_https_on_one_port(demo: BrokerProcess) -> None:
-    session = requests.Session()
-    session.trust_env = False  # the machine's REQUESTS_CA_BUNDLE would override verify=
+    session = direct()
     plain = session.get(f"http://{HOST}:{demo.port}/_ping", timeout=10)
     secure = session.get(f"https://localhost:{demo.port}/_ping", verify=certificate(demo), timeout=10)
     assert plain.status_code == secure.status_code == 200
@@ -79,8 +85,7 @@ def test_outside_demo_mode_a_plain_port_stays_plain(tmp_path: Path) -> None:
 
 def test_no_strict_transport_security_for_the_demo_certificate(demo: BrokerProcess) -> None:
     """A browser told to keep localhost to HTTPS would do so for every other local server, on any port."""
-    session = requests.Session()
-    session.trust_env = False
+    session = direct()
     page = session.get(f"https://localhost:{demo.port}/ui/sign-in", verify=certificate(demo), timeout=10)
     assert page.status_code == 200
     assert "Strict-Transport-Security" not in page.headers
@@ -94,8 +99,7 @@ def test_strict_transport_security_with_the_operators_certificate(tmp_path: Path
     )
     broker.start()
     try:
-        session = requests.Session()
-        session.trust_env = False
+        session = direct()
         page = session.get(f"{broker.url}/ui/sign-in", verify=broker.ca, timeout=10)
         assert page.status_code == 200
         assert page.headers["Strict-Transport-Security"] == "max-age=31536000"

@@ -10,7 +10,7 @@ from pathlib import Path
 from cryptography import x509
 
 from broker.settings import Settings
-from broker.tls import DEMO_TLS_FOLDER, demo_certificate, demo_context
+from broker.tls import demo_certificate, demo_certificate_file, demo_context
 
 
 def test_the_certificate_names_localhost_and_the_loopback_addresses(tmp_path: Path) -> None:
@@ -47,4 +47,4 @@ def test_only_demo_mode_without_a_certificate_of_its_own_gets_a_context(tmp_path
     own = tmp_path / "own.pem"
     assert demo_context(Settings(data_dir=tmp_path, demo=True, tls_cert=own, tls_key=own)) is None
     assert isinstance(demo_context(Settings(data_dir=tmp_path, demo=True)), ssl.SSLContext)
-    assert (tmp_path / DEMO_TLS_FOLDER / "cert.pem").is_file()
+    assert demo_certificate_file(tmp_path).is_file()

@@ -148,18 +148,22 @@ async def test_a_tls_connection_past_the_limit_is_closed_after_its_answer() -> N
     assert bytes(transport.written) == refusal() and transport.closed
 
 
-def either_way(silence: float = 5.0) -> gate._EitherWay:
+def either_way(silence: float = 5.0) -> tuple[ConnectionGate, list[FakeProtocol], asyncio.Protocol, FakeTransport]:
+    """A gate that lets TLS or plain HTTP in (a connection silent for `silence` seconds closed), one connection
+    made through it: (gate, aiohttp's protocols built so far, the connection's protocol, its transport)."""
     import ssl
 
-    return gate._EitherWay(ssl.create_default_context(ssl.Purpose.CLIENT_AUTH), silence_seconds=silence)
+    limits = ConnectionGate(Metrics(), max_connections=0, max_per_address=0)
+    either = gate._EitherWay(ssl.create_default_context(ssl.Purpose.CLIENT_AUTH), silence_seconds=silence)
+    made: list[FakeProtocol] = []
+    protocol = limits.wrap(lambda: made.append(FakeProtocol()) or made[-1], tls_or_plain=either)()
+    transport = FakeTransport("10.0.0.1")
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    return limits, made, protocol, transport
 
 
 async def test_with_tls_beside_plain_a_plain_request_goes_to_aiohttp_once_its_first_bytes_come() -> None:
-    limits = ConnectionGate(Metrics(), max_connections=0, max_per_address=0)
-    made: list[FakeProtocol] = []
-    protocol = limits.wrap(lambda: made.append(FakeProtocol()) or made[-1], tls_or_plain=either_way())()
-    transport = FakeTransport("10.0.0.1")
-    protocol.connection_made(transport)  # type: ignore[arg-type]
+    limits, made, protocol, _ = either_way()
     assert not made and limits.open == 1  # counted, but nothing built before its first byte
     protocol.data_received(b"GET /_ping HTTP/1.1\r\n")
     protocol.data_received(b"\r\n")
@@ -169,11 +173,7 @@ async def test_with_tls_beside_plain_a_plain_request_goes_to_aiohttp_once_its_fi
 
 
 async def test_with_tls_beside_plain_a_tls_hello_goes_to_the_tls_protocol_in_front_of_aiohttp() -> None:
-    limits = ConnectionGate(Metrics(), max_connections=0, max_per_address=0)
-    made: list[FakeProtocol] = []
-    protocol = limits.wrap(lambda: made.append(FakeProtocol()) or made[-1], tls_or_plain=either_way())()
-    transport = FakeTransport("10.0.0.1")
-    protocol.connection_made(transport)  # type: ignore[arg-type]
+    limits, made, protocol, transport = either_way()
     # A record header of type handshake (22), TLS 1.0 in the record layer, then a hello that is not one.
     protocol.data_received(bytes([22, 3, 1, 0, 5]) + b"junk!")
     assert isinstance(protocol._inner, asyncio.sslproto.SSLProtocol)  # type: ignore[attr-defined]
@@ -184,11 +184,7 @@ async def test_with_tls_beside_plain_a_tls_hello_goes_to_the_tls_protocol_in_fro
 
 
 async def test_with_tls_beside_plain_a_silent_connection_is_closed_and_uncounted() -> None:
-    limits = ConnectionGate(Metrics(), max_connections=0, max_per_address=0)
-    made: list[FakeProtocol] = []
-    protocol = limits.wrap(lambda: made.append(FakeProtocol()) or made[-1], tls_or_plain=either_way(0.02))()
-    transport = FakeTransport("10.0.0.1")
-    protocol.connection_made(transport)  # type: ignore[arg-type]
+    limits, made, protocol, transport = either_way(0.02)
     await asyncio.sleep(0.1)
     assert transport.closed
     assert protocol.eof_received() is None
